@@ -1,0 +1,73 @@
+"""Daemon settings: defaults, RECONCILER_* environment, CLI overrides on top."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from reconciler.settings import DaemonSettings, load_settings
+
+_VARS = (
+    "STATE_DIR",
+    "CONTROL_SOCKET",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "METRICS_ADDRESS",
+    "SAFETY_INTERVAL",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in _VARS:
+        monkeypatch.delenv(f"RECONCILER_{var}", raising=False)
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert s.state_dir == Path("./var/state")
+    assert s.control_socket is None
+    assert s.control_socket_path == Path("./var/state/control.sock")
+    assert (s.log_level, s.log_format) == ("info", "text")
+    assert s.metrics_address is None
+    assert s.safety_interval == 300.0
+
+
+def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_STATE_DIR", "/var/lib/reconciler")
+    monkeypatch.setenv("RECONCILER_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("RECONCILER_LOG_FORMAT", "json")
+    monkeypatch.setenv("RECONCILER_METRICS_ADDRESS", "127.0.0.1:9479")
+    monkeypatch.setenv("RECONCILER_SAFETY_INTERVAL", "60")
+    monkeypatch.setenv("STATE_DIR", "/not/without/prefix")
+    s = load_settings()
+    assert s.state_dir == Path("/var/lib/reconciler")
+    assert s.control_socket_path == Path("/var/lib/reconciler/control.sock")
+    assert (s.log_level, s.log_format) == ("debug", "json")
+    assert s.metrics_address == "127.0.0.1:9479"
+    assert s.safety_interval == 60.0
+
+
+def test_overrides_beat_environment_and_none_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_STATE_DIR", "/from/env")
+    monkeypatch.setenv("RECONCILER_LOG_LEVEL", "warning")
+    s = load_settings(state_dir=Path("/from/cli"), log_level=None, control_socket=Path("/run/r.sock"))
+    assert s.state_dir == Path("/from/cli")
+    assert s.log_level == "warning"  # None: the flag was not given, the environment stays
+    assert s.control_socket_path == Path("/run/r.sock")
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError):
+        load_settings(log_level="verbose")
+    with pytest.raises(ValidationError):
+        load_settings(metrics_address="nowhere")
+    with pytest.raises(ValidationError):
+        load_settings(safety_interval=0)
+    with pytest.raises(ValidationError):
+        load_settings(no_such_setting=1)
+    monkeypatch.setenv("RECONCILER_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError):
+        DaemonSettings()
