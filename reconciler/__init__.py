@@ -1,2 +1,3 @@
 """reconciler: declarative snapshot manager."""
+
 __version__ = "0.1.0"

@@ -52,6 +52,9 @@ class Catalog:
         self.path = path
         self.pool = pool
         path.parent.mkdir(parents=True, exist_ok=True)
+        # A catalog that did not exist before may mean a lost one: the agent then refuses to treat
+        # stored data as orphans (see NodeAgent), because that would delete every snapshot.
+        self.created = not path.exists()
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -74,7 +77,9 @@ class Catalog:
 
     def logical_bytes(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COALESCE(SUM(logical_bytes), 0) FROM snapshots").fetchone()[0])
+            return int(
+                self._db.execute("SELECT COALESCE(SUM(logical_bytes), 0) FROM snapshots").fetchone()[0]
+            )
 
     def _bump(self) -> None:
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
@@ -86,6 +91,20 @@ class Catalog:
                 self._db.execute(
                     "INSERT INTO snapshots VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     self._row(snap),
+                )
+                self._bump()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def insert_many(self, snaps: Sequence[SnapshotInfo]) -> None:
+        """Make several snapshots visible together (one transaction): a node's part of a set."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO snapshots VALUES (?,?,?,?,?,?,?,?,?,?,?)", [self._row(s) for s in snaps]
                 )
                 self._bump()
                 self._db.execute("COMMIT")
@@ -129,7 +148,9 @@ class Catalog:
 
     def for_set(self, set_id: str) -> list[SnapshotInfo]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM snapshots WHERE set_id=? ORDER BY volume", (set_id,)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM snapshots WHERE set_id=? ORDER BY volume", (set_id,)
+            ).fetchall()
         return [self._snap(r) for r in rows]
 
     def keys(self) -> set[tuple[str, str]]:
@@ -160,8 +181,14 @@ class Catalog:
                 for s in snaps:
                     self._db.execute(
                         "UPDATE snapshots SET expires=?, immutable=?, unlock_at=?, holds=? WHERE set_id=? AND volume=?",
-                        (_ts(s.expires), s.immutable.value, _ts(s.unlock_at), json.dumps(sorted(s.holds)),
-                         s.set_id, s.volume),
+                        (
+                            _ts(s.expires),
+                            s.immutable.value,
+                            _ts(s.unlock_at),
+                            json.dumps(sorted(s.holds)),
+                            s.set_id,
+                            s.volume,
+                        ),
                     )
                 self._bump()
                 self._db.execute("COMMIT")
@@ -172,8 +199,17 @@ class Catalog:
     @staticmethod
     def _row(s: SnapshotInfo) -> tuple[object, ...]:
         return (
-            s.set_id, s.volume, s.name, _ts(s.created), _ts(s.expires), json.dumps(dict(s.labels), sort_keys=True),
-            s.immutable.value, _ts(s.unlock_at), json.dumps(sorted(s.holds)), s.logical_bytes, int(s.quiesced),
+            s.set_id,
+            s.volume,
+            s.name,
+            _ts(s.created),
+            _ts(s.expires),
+            json.dumps(dict(s.labels), sort_keys=True),
+            s.immutable.value,
+            _ts(s.unlock_at),
+            json.dumps(sorted(s.holds)),
+            s.logical_bytes,
+            int(s.quiesced),
         )
 
     def _snap(self, r: sqlite3.Row | tuple[object, ...]) -> SnapshotInfo:

@@ -890,6 +890,55 @@ def profile_to_domain(name: str, profile: ProfileConfig) -> domain.Profile:
     )
 
 
+def _members(config: Config, resources: Iterable[str], quiesce: Mapping[str, bool]) -> tuple[domain.Member, ...]:
+    out: list[domain.Member] = []
+    for r in resources:
+        res = config.resources[r]
+        node, pool = config.resource_location(r)
+        hooks = res.quiesce.to_domain() if res.quiesce is not None else None
+        out.extend(
+            domain.Member(ref=domain.VolumeRef(node, pool, v), resource=r, quiesce=quiesce.get(r, False), hooks=hooks)
+            for v in res.volumes
+        )
+    return tuple(sorted(out, key=lambda m: m.ref.key))
+
+
+def _selection(config: Config, scope: domain.Scope) -> tuple[list[str], dict[str, bool]]:
+    """The resources a scope covers, and which of them are quiesced when a period asks for it."""
+    if scope.kind is domain.ScopeKind.SYSTEM:
+        sys_scope = config.system_snapshots.get(scope.name)
+        if sys_scope is None:
+            raise KeyError(f"no system snapshot scope {scope.name!r}{_did_you_mean(scope.name, config.system_snapshots)}")
+        if sys_scope.type == "full":
+            selected = list(config.resources)
+            return selected, {r: sys_scope.quiesce for r in selected}
+        if sys_scope.include_tags:
+            wanted = set(sys_scope.include_tags)
+            selected = [r for r, res in config.resources.items() if wanted & set(res.tags)]
+        else:
+            unwanted = set(sys_scope.exclude_tags)
+            selected = [r for r, res in config.resources.items() if not unwanted & set(res.tags)]
+        qtags = set(sys_scope.quiesce_tags)
+        return selected, {r: bool(qtags & set(config.resources[r].tags)) for r in selected}
+    if scope.kind is domain.ScopeKind.TENANT:
+        if scope.name not in config.tenants:
+            raise KeyError(f"no tenant {scope.name!r}{_did_you_mean(scope.name, config.tenants)}")
+        selected = [r for r, res in config.resources.items() if res.tenant == scope.name]
+    else:
+        if scope.name not in config.resources:
+            raise KeyError(f"no resource {scope.name!r}{_did_you_mean(scope.name, config.resources)}")
+        selected = [scope.name]
+    return selected, {r: config.resources[r].quiesce is not None for r in selected}
+
+
+def scope_members(config: Config, scope: domain.Scope) -> tuple[domain.Member, ...]:
+    """Every volume a scope covers (system, tenant or resource), whether or not it has a profile.
+
+    Raises KeyError naming the unknown scope."""
+    selected, quiesce = _selection(config, scope)
+    return _members(config, selected, quiesce)
+
+
 def desired_state(config: Config) -> domain.DesiredState:
     """What the planner schedules: one binding per scope that has a profile.
 
@@ -905,72 +954,27 @@ def desired_state(config: Config) -> domain.DesiredState:
             profiles[name] = profile_to_domain(name, config.profiles[name])
         return profiles[name]
 
-    def members(resources: Iterable[str], quiesce: Mapping[str, bool]) -> tuple[domain.Member, ...]:
-        out: list[domain.Member] = []
-        for r in resources:
-            res = config.resources[r]
-            node, pool = config.resource_location(r)
-            hooks = res.quiesce.to_domain() if res.quiesce is not None else None
-            out.extend(
-                domain.Member(
-                    ref=domain.VolumeRef(node, pool, v),
-                    resource=r,
-                    quiesce=quiesce.get(r, False),
-                    hooks=hooks,
-                )
-                for v in res.volumes
-            )
-        return tuple(sorted(out, key=lambda m: m.ref.key))
-
-    bindings: list[domain.ScopeBinding] = []
-    for s, scope in config.system_snapshots.items():
-        if scope.type == "full":
-            selected = list(config.resources)
-            quiesce = {r: scope.quiesce for r in selected}
-        else:
-            if scope.include_tags:
-                wanted = set(scope.include_tags)
-                selected = [r for r, res in config.resources.items() if wanted & set(res.tags)]
-            else:
-                unwanted = set(scope.exclude_tags)
-                selected = [r for r, res in config.resources.items() if not unwanted & set(res.tags)]
-            qtags = set(scope.quiesce_tags)
-            quiesce = {r: bool(qtags & set(config.resources[r].tags)) for r in selected}
-        bindings.append(
-            domain.ScopeBinding(
-                scope=domain.Scope(domain.ScopeKind.SYSTEM, s),
-                profile=profile(scope.profile),
-                members=members(selected, quiesce),
-                private=True,
-            )
+    bound: list[tuple[domain.Scope, str]] = [
+        (domain.Scope(domain.ScopeKind.SYSTEM, s), scope.profile) for s, scope in config.system_snapshots.items()
+    ]
+    bound += [(domain.Scope(domain.ScopeKind.TENANT, t), tenant.profile)
+              for t, tenant in config.tenants.items() if tenant.profile is not None]
+    bound += [(domain.Scope(domain.ScopeKind.RESOURCE, r), res.profile)
+              for r, res in config.resources.items() if res.profile is not None]
+    bindings = [
+        domain.ScopeBinding(
+            scope=sc, profile=profile(prof), members=scope_members(config, sc),
+            private=sc.kind is domain.ScopeKind.SYSTEM,
         )
-    for t, tenant in config.tenants.items():
-        if tenant.profile is None:
-            continue
-        selected = [r for r, res in config.resources.items() if res.tenant == t]
-        bindings.append(
-            domain.ScopeBinding(
-                scope=domain.Scope(domain.ScopeKind.TENANT, t),
-                profile=profile(tenant.profile),
-                members=members(selected, {r: config.resources[r].quiesce is not None for r in selected}),
-            )
-        )
-    for r, res in config.resources.items():
-        if res.profile is None:
-            continue
-        bindings.append(
-            domain.ScopeBinding(
-                scope=domain.Scope(domain.ScopeKind.RESOURCE, r),
-                profile=profile(res.profile),
-                members=members([r], {r: res.quiesce is not None}),
-            )
-        )
+        for sc, prof in bound
+    ]
     bindings.sort(key=lambda b: b.scope.key)
     return domain.DesiredState(bindings=tuple(bindings), nodes=tuple(sorted(config.nodes)))
 
 
 __all__ = [
     "Config",
+    "scope_members",
     "NodeConfig",
     "PoolConfig",
     "TLSConfig",

@@ -263,6 +263,8 @@ class Action:
     quiesce: bool = False
     quiesce_policy: str = "crash_consistent"
     private: bool = False
+    # total members of the whole set (a retry action carries only the missing ones); 0: len(members)
+    expected_members: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ command -v restic >/dev/null 2>&1 || want+=(restic)
 command -v rsync >/dev/null 2>&1 || want+=(rsync)
 command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
 command -v losetup >/dev/null 2>&1 || want+=(mount)
+command -v promtool >/dev/null 2>&1 || want+=(prometheus)
 if [ ${#want[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: not root or no apt-get; tests needing ${want[*]} will skip" >&2

@@ -97,11 +97,15 @@ class Backend(ABC):
         for seg in volume.split("/"):
             path = path / seg
             if path.is_symlink():
-                raise PathEscapes(f"pool {self.pool}: volume {volume!r}: {path} is a symlink; refusing to follow it")
+                raise PathEscapes(
+                    f"pool {self.pool}: volume {volume!r}: {path} is a symlink; refusing to follow it"
+                )
         real_root = os.path.realpath(self.root)
         real = os.path.realpath(path)
         if os.path.commonpath([real_root, real]) != real_root:
-            raise PathEscapes(f"pool {self.pool}: volume {volume!r} resolves to {real}, outside the pool {real_root}")
+            raise PathEscapes(
+                f"pool {self.pool}: volume {volume!r} resolves to {real}, outside the pool {real_root}"
+            )
         if must_exist and not path.is_dir():
             raise NotFound(f"pool {self.pool}: volume {volume!r} does not exist at {path}")
         return path

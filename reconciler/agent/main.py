@@ -1,0 +1,126 @@
+"""`reconciler agent -c agent.yaml`: a node agent serving its pools over gRPC."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .. import sdnotify
+from ..config import PoolConfig, TLSConfig
+from ..durations import parse_duration
+from ..errors import ConfigError, ReconcilerError
+from ..logs import setup_logging
+from ..nodes import make_backends
+from .core import NodeAgent
+from .server import build_server
+
+log = logging.getLogger(__name__)
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+    listen: str  # host:port, or unix:/path
+    pools: dict[str, PoolConfig] = Field(min_length=1)
+    tls: TLSConfig | None = None
+    insecure: bool = False  # plain text: only on loopback or a unix socket, and only when asked for
+    allow_hooks: bool = True
+    unlock_floor: timedelta = timedelta(days=1)
+
+    @field_validator("unlock_floor", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) else v
+
+
+def _is_loopback(listen: str) -> bool:
+    if listen.startswith("unix:"):
+        return True
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    from ..config_loader import load_model
+
+    cfg = load_model(path, AgentConfig)
+    errors = []
+    if cfg.tls is None and not cfg.insecure:
+        errors.append(
+            f"{path}: listen: no tls section; set tls (ca, cert, key) or insecure: true (loopback only)"
+        )
+    if cfg.tls is None and cfg.insecure and not _is_loopback(cfg.listen):
+        errors.append(
+            f"{path}: listen: insecure transport is only allowed on loopback or a unix socket, not {cfg.listen}"
+        )
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+def server_credentials(tls: TLSConfig) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials(
+        [(Path(tls.key).read_bytes(), Path(tls.cert).read_bytes())],
+        root_certificates=Path(tls.ca).read_bytes(),
+        require_client_auth=True,  # mTLS: only holders of a certificate from our CA may talk to us
+    )
+
+
+def run_agent(config_path: Path, *, log_level: str = "info", log_format: str = "text") -> int:
+    setup_logging(log_level, log_format)
+    try:
+        cfg = load_agent_config(config_path)
+    except ConfigError as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        print(f"{config_path}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        agent = NodeAgent(
+            cfg.node, make_backends(cfg.pools), unlock_floor=cfg.unlock_floor, allow_hooks=cfg.allow_hooks
+        )
+    except ReconcilerError as exc:
+        print(f"{config_path}: {exc}", file=sys.stderr)
+        return 1
+    creds = server_credentials(cfg.tls) if cfg.tls is not None else None
+    server, port = build_server(agent, cfg.listen, credentials=creds)
+    server.start()
+    sdnotify.ready(f"node {cfg.node} on port {port}")
+    watchdog = sdnotify.Watchdog(lambda: True)
+    watchdog.start()
+    log.info(
+        "agent for node %s listening on %s (port %d), pools: %s",
+        cfg.node,
+        cfg.listen,
+        port,
+        ", ".join(sorted(cfg.pools)),
+    )
+    print(f"READY port={port}", flush=True)  # tests and scripts wait for this line
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    log.info("shutting down: finishing in-flight requests")
+    sdnotify.stopping()
+    watchdog.stop()
+    server.stop(30).wait()  # a snapshot being cut completes; nothing partial becomes visible
+    agent.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,202 @@
+"""The agent's gRPC service: protobuf in, NodeAgent calls, protobuf out."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from .. import serde
+from ..backends.base import ProgressEvent
+from ..transport.status import abort
+from ..v1 import agent_pb2 as pb
+from ..v1 import agent_pb2_grpc as pb_grpc
+from .api import OperationResult
+from .core import NodeAgent
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+SERVICE_NAME = "reconciler.v1.Agent"
+
+
+class AgentService(pb_grpc.AgentServicer):  # type: ignore[misc]
+    def __init__(self, agent: NodeAgent) -> None:
+        self.agent = agent
+
+    def GetNodeInfo(self, request: pb.GetNodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfo:
+        try:
+            return serde.node_info_to_pb(self.agent.node_info(request.expect_node))
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status
+            abort(context, exc)
+            raise
+
+    def ListVolumes(
+        self, request: pb.ListVolumesRequest, context: grpc.ServicerContext
+    ) -> pb.ListVolumesResponse:
+        try:
+            vols = self.agent.list_volumes(request.pool)
+            return pb.ListVolumesResponse(
+                volumes=[pb.VolumeInfo(pool=p, volume=v, logical_bytes=n) for p, v, n in vols]
+            )
+        except Exception as exc:  # noqa: BLE001
+            abort(context, exc)
+            raise
+
+    def CreateSnapshotSet(
+        self, request: pb.CreateSnapshotSetRequest, context: grpc.ServicerContext
+    ) -> pb.CreateSnapshotSetResponse:
+        try:
+            res = self.agent.create_set(serde.create_from_pb(request))
+            return serde.create_result_to_pb(res)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("create of set %s failed: %s", request.set_id, exc)
+            abort(context, exc)
+            raise
+
+    def ListSnapshots(
+        self, request: pb.ListSnapshotsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ListSnapshotsPage]:
+        try:
+            sent = False
+            for gen, snaps in self.agent.list_snapshots(
+                request.pool, page_size=request.page_size, with_usage=request.with_usage
+            ):
+                sent = True
+                yield pb.ListSnapshotsPage(
+                    pool=request.pool, generation=gen, snapshots=[serde.snapshot_to_pb(s) for s in snaps]
+                )
+            if not sent:  # an empty pool still reports its generation
+                yield pb.ListSnapshotsPage(
+                    pool=request.pool, generation=self.agent.pool(request.pool).catalog.generation()
+                )
+        except Exception as exc:  # noqa: BLE001
+            abort(context, exc)
+
+    def DeleteSnapshots(
+        self, request: pb.DeleteSnapshotsRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteSnapshotsResponse:
+        try:
+            res = self.agent.delete([serde.key_from_pb(r) for r in request.refs])
+            return pb.DeleteSnapshotsResponse(results=[serde.delete_result_to_pb(r) for r in res])
+        except Exception as exc:  # noqa: BLE001
+            abort(context, exc)
+            raise
+
+    def UpdateSnapshots(
+        self, request: pb.UpdateSnapshotsRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateSnapshotsResponse:
+        try:
+            res = self.agent.update([serde.update_from_pb(u) for u in request.updates])
+            return pb.UpdateSnapshotsResponse(snapshots=[serde.snapshot_to_pb(s) for s in res])
+        except Exception as exc:  # noqa: BLE001
+            abort(context, exc)
+            raise
+
+    def Restore(
+        self, request: pb.RestoreRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.OperationEvent]:
+        ref = serde.key_from_pb(request.ref)
+        return _streamed(
+            context,
+            lambda progress: self.agent.restore(
+                ref,
+                new_volume=request.new_volume,
+                skip_safety_snapshot=request.skip_safety_snapshot,
+                safety_set_id=request.safety_set_id,
+                paths=list(request.paths),
+                progress=progress,
+            ),
+        )
+
+    def Clone(self, request: pb.CloneRequest, context: grpc.ServicerContext) -> Iterator[pb.OperationEvent]:
+        ref = serde.key_from_pb(request.ref)
+        return _streamed(context, lambda progress: self.agent.clone(ref, request.new_volume, progress))
+
+    def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> Iterator[pb.OperationEvent]:
+        return _streamed(context, lambda progress: self.agent.verify(request.pool, request.set_id, progress))
+
+    def CollectGarbage(
+        self, request: pb.CollectGarbageRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.OperationEvent]:
+        return _streamed(context, lambda progress: self.agent.collect_garbage(request.pool, progress))
+
+
+_DONE = object()
+
+
+def _streamed(
+    context: grpc.ServicerContext, op: Callable[[Callable[[ProgressEvent], None]], OperationResult]
+) -> Iterator[pb.OperationEvent]:
+    """Run a long operation in a worker thread and stream its progress, then its result.
+
+    The operation runs to its end even if the client goes away: stopping a restore halfway is what
+    the atomic swap protects against, but there is no reason to provoke it.
+    """
+    events: queue.Queue[Any] = queue.Queue(maxsize=1000)
+    outcome: dict[str, Any] = {}
+
+    def progress(ev: ProgressEvent) -> None:
+        try:
+            events.put_nowait(ev)
+        except queue.Full:  # a slow reader must not stall the operation
+            pass
+
+    def run() -> None:
+        try:
+            outcome["result"] = op(progress)
+        except BaseException as exc:  # noqa: BLE001 - reported to the client below
+            outcome["error"] = exc
+        finally:
+            events.put(_DONE)
+
+    threading.Thread(target=run, name="agent-op", daemon=True).start()
+
+    def gen() -> Iterator[pb.OperationEvent]:
+        while True:
+            ev = events.get()
+            if ev is _DONE:
+                break
+            yield serde.progress_to_pb(ev)
+        if "error" in outcome:
+            abort(context, outcome["error"])
+        yield serde.result_to_pb(outcome["result"])
+
+    return gen()
+
+
+def build_server(
+    agent: NodeAgent,
+    address: str,
+    *,
+    credentials: grpc.ServerCredentials | None = None,
+    max_workers: int = 16,
+) -> tuple[grpc.Server, int]:
+    """A started-ready (not started) server with the agent and health services. Returns (server, port)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="agent-rpc"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=256,
+    )
+    pb_grpc.add_AgentServicer_to_server(AgentService(agent), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    if port == 0 and not address.startswith("unix:"):
+        raise OSError(f"cannot listen on {address}")
+    return server, port

@@ -1,0 +1,527 @@
+"""The `reconciler` command line. Human tables by default, --json for scripts, stable exit codes.
+
+Exit codes: 0 ok, 1 invalid config or failed operation, 2 bad arguments, 3 not found,
+5 refused by a rule (immutable, held, ...), 9 daemon or node unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .durations import format_duration, parse_duration
+from .errors import ConfigError, InvalidArgument, ReconcilerError
+
+NOT_BUILT = {
+    "restore": "restoring resources, tenants and whole systems from the CLI (issue: restores, clones, tenants)",
+    "clone": "clones for testing from the CLI (issue: restores, clones, tenants)",
+    "sync": "offsite sync (issue: offsite sync)",
+}
+
+
+# --- formatting -------------------------------------------------------------------------------
+def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def human_bytes(n: int | str | None) -> str:
+    v = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if v < 1024 or unit == "TiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{v:.1f} TiB"
+
+
+def short_time(ts: str | None) -> str:
+    if not ts:
+        return "-"
+    dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def emit_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+# --- argument helpers --------------------------------------------------------------------------
+def parse_when(text: str, *, now: datetime) -> datetime:
+    """A duration from now (`7d`) or an ISO date/time (naive: UTC)."""
+    try:
+        return now + parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidArgument(f"{text!r} is neither a duration (like 7d, 12h) nor an ISO date/time") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _settings(ns: argparse.Namespace) -> Any:
+    from .settings import load_settings
+
+    return load_settings(
+        state_dir=getattr(ns, "state_dir", None),
+        control_socket=getattr(ns, "socket", None),
+        log_level=getattr(ns, "log_level", None),
+        log_format=getattr(ns, "log_format", None),
+        metrics_address=getattr(ns, "metrics_address", None),
+    )
+
+
+SYSTEM_SOCKET = Path("/run/reconciler/control.sock")  # where the systemd unit puts it
+
+
+def _control(ns: argparse.Namespace) -> Any:
+    from .control.client import ControlClient
+
+    path = _settings(ns).control_socket_path
+    if not path.exists() and SYSTEM_SOCKET.exists() and not (getattr(ns, "socket", None) or getattr(ns, "state_dir", None)):
+        path = SYSTEM_SOCKET  # an operator's shell talking to the daemon run by systemd
+    return ControlClient(path)
+
+
+# --- commands ---------------------------------------------------------------------------------
+def cmd_validate(ns: argparse.Namespace) -> int:
+    from .config_loader import validate_file
+
+    errors = validate_file(Path(ns.file))
+    if ns.json:
+        emit_json({"file": ns.file, "valid": not errors, "errors": errors})
+    elif errors:
+        for e in errors:
+            print(e, file=sys.stderr)
+        print(f"{ns.file}: {len(errors)} error(s)", file=sys.stderr)
+    else:
+        print(f"{ns.file}: valid")
+    return 0 if not errors else 1
+
+
+def cmd_daemon(ns: argparse.Namespace) -> int:
+    from . import sdnotify
+    from .daemon import Daemon
+    from .logs import setup_logging
+    from .metrics import DaemonMetrics
+
+    settings = _settings(ns)
+    setup_logging(settings.log_level, settings.log_format)
+    daemon = Daemon(Path(ns.config), settings)
+    metrics = DaemonMetrics(clock=daemon.clock)
+    daemon.hooks += [metrics.on_event, sdnotify.EventNotifier().on_event]
+    try:
+        if settings.metrics_address:
+            metrics.serve(settings.metrics_address)
+        daemon.start()  # emits "started": READY=1 for systemd
+    except ConfigError as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        print(f"{ns.config}: invalid config; not starting", file=sys.stderr)
+        metrics.close()
+        return 1
+    except (ReconcilerError, OSError) as exc:
+        print(f"reconciler daemon: cannot start: {exc}", file=sys.stderr)
+        metrics.close()
+        return 1
+    daemon.install_signal_handlers()
+    watchdog = sdnotify.Watchdog(daemon.healthy)
+    watchdog.start()
+    try:
+        daemon.run_forever()
+    finally:
+        watchdog.stop()
+        metrics.close()
+    return 0
+
+
+def cmd_tls_init(ns: argparse.Namespace) -> int:
+    from .tlslab import create_lab_pki
+
+    try:
+        pki = create_lab_pki(Path(ns.dir), nodes=list(ns.node or []), daemon_name=ns.daemon_name, days=ns.days)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    if ns.json:
+        emit_json(pki)
+    else:
+        for f in pki["created"]:
+            print(f"wrote {f}")
+        print(f"lab PKI in {pki['dir']} (CA {pki['ca']})")
+    return 0
+
+
+def cmd_agent(ns: argparse.Namespace) -> int:
+    from .agent.main import run_agent
+
+    return run_agent(Path(ns.config), log_level=ns.log_level, log_format=ns.log_format)
+
+
+def cmd_status(ns: argparse.Namespace) -> int:
+    st = _control(ns).status()
+    if ns.json:
+        emit_json(st)
+        return 0
+    ok = st.get("config_valid", False)
+    print(
+        f"reconciler {st.get('version')}  config {st.get('config_path')}: {'valid' if ok else 'INVALID (last good config running)'}"
+    )
+    for e in st.get("config_errors", []):
+        print(f"  {e}")
+    print(
+        f"last pass {short_time(st.get('last_pass'))} ({float(st.get('last_pass_seconds', 0)):.3f}s), "
+        f"next wakeup {short_time(st.get('next_wakeup'))}"
+    )
+    print()
+    rows = []
+    for n in st.get("nodes", []):
+        pools = n.get("pools", []) or [{}]
+        for p in pools:
+            rows.append(
+                [
+                    n["name"],
+                    "up" if n.get("reachable") else "DOWN",
+                    p.get("name", "-"),
+                    p.get("backend", "-"),
+                    p.get("snapshot_count", "-"),
+                    human_bytes(p.get("logical_bytes")),
+                    human_bytes(p.get("stored_bytes")),
+                    human_bytes(p.get("free_bytes")),
+                    "" if n.get("reachable") else n.get("error", ""),
+                ]
+            )
+    print(
+        table(rows, ["NODE", "STATE", "POOL", "BACKEND", "SNAPSHOTS", "LOGICAL", "STORED", "FREE", "ERROR"])
+    )
+    print()
+    srows = [
+        [
+            s["scope"],
+            f"{s['profile']}/{s['period']}",
+            s.get("sets", 0),
+            short_time(s.get("last_success")),
+            short_time(s.get("next_slot")),
+        ]
+        for s in st.get("scopes", [])
+    ]
+    print(table(srows, ["SCOPE", "PERIOD", "SETS", "LAST SUCCESS", "NEXT SLOT"]))
+    bad = [c for c in st.get("conditions", []) if not c.get("ok")]
+    if bad:
+        print()
+        print(
+            table(
+                [[c["kind"], c["subject"], c.get("reason", ""), c.get("message", "")] for c in bad],
+                ["PROBLEM", "SUBJECT", "REASON", "MESSAGE"],
+            )
+        )
+    recent = st.get("recent_actions", [])[-10:]
+    if recent:
+        print()
+        print(
+            table(
+                [
+                    [
+                        short_time(r.get("at")),
+                        r["kind"],
+                        r["set_id"],
+                        r.get("node", ""),
+                        "ok" if r.get("ok") else "FAILED",
+                        r.get("error") or r.get("reason", ""),
+                    ]
+                    for r in recent
+                ],
+                ["AT", "ACTION", "SET", "NODE", "RESULT", "DETAIL"],
+            )
+        )
+    return 0
+
+
+def cmd_plan(ns: argparse.Namespace) -> int:
+    p = _control(ns).plan()
+    if ns.json:
+        emit_json(p)
+        return 0
+    print(f"plan at {short_time(p.get('now'))} (read-only; nothing was done)")
+    actions = p.get("actions", [])
+    if actions:
+        print(
+            table(
+                [[a["kind"], a["set_id"], len(a.get("members", [])), a["reason"]] for a in actions],
+                ["ACTION", "SET", "VOLUMES", "WHY"],
+            )
+        )
+    else:
+        print("no actions: everything is as the config wants it")
+    kept = p.get("kept", [])
+    if kept and ns.verbose:
+        print()
+        print(table([[k["set_id"], k["rule"], k["reason"]] for k in kept], ["KEPT", "RULE", "WHY"]))
+    elif kept:
+        print(f"{len(kept)} set(s) kept (show why with -v)")
+    for w in p.get("warnings", []):
+        print(f"warning: {w}")
+    print(f"next wakeup: {short_time(p.get('next_wakeup'))}")
+    return 0
+
+
+def cmd_reload(ns: argparse.Namespace) -> int:
+    r = _control(ns).reload()
+    if ns.json:
+        emit_json(r)
+    elif r.get("ok"):
+        print(f"reloaded {r.get('config_path')}")
+    else:
+        for e in r.get("errors", []):
+            print(e, file=sys.stderr)
+        print("reload refused; the daemon keeps running the last good config", file=sys.stderr)
+    return 0 if r.get("ok") else 1
+
+
+def _set_row(s: dict[str, Any]) -> list[object]:
+    size = sum(int(m.get("logical_bytes", 0)) for m in s.get("members", []))
+    state = (
+        "complete"
+        if s.get("complete")
+        else f"PARTIAL {len(s.get('members', []))}/{s.get('expected_members')}"
+    )
+    return [
+        s["set_id"],
+        s["scope"],
+        s["kind"],
+        short_time(s.get("created")),
+        short_time(s.get("expires")) if s.get("expires") else "never",
+        state,
+        s.get("immutable") or "-",
+        human_bytes(size),
+        s.get("description", ""),
+    ]
+
+
+def cmd_snapshot_list(ns: argparse.Namespace) -> int:
+    sets = _control(ns).list_sets(ns.scope or "")
+    if ns.json:
+        emit_json(sets)
+        return 0
+    print(
+        table(
+            [_set_row(s) for s in sets],
+            ["SET", "SCOPE", "KIND", "CREATED", "EXPIRES", "STATE", "IMMUTABLE", "SIZE", "DESCRIPTION"],
+        )
+    )
+    return 0
+
+
+def cmd_snapshot_create(ns: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    expires = parse_when(ns.expires, now=now) if ns.expires else None
+    # the request id makes a retried request idempotent: the daemon derives the set id from it
+    request_id = ns.request_id or f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+    s = _control(ns).create_set(
+        scope=ns.scope,
+        request_id=request_id,
+        name=ns.name or "",
+        description=ns.description or "",
+        expires=expires,
+        never_expire=ns.never_expire,
+        immutable=ns.immutable,
+        quiesce=ns.quiesce,
+    )
+    if ns.json:
+        emit_json(s)
+    else:
+        print(
+            f"created {s['set_id']} ({len(s.get('members', []))} volume(s), "
+            f"expires {short_time(s.get('expires')) if s.get('expires') else 'never'})"
+        )
+    return 0
+
+
+def cmd_snapshot_delete(ns: argparse.Namespace) -> int:
+    r = _control(ns).delete_set(ns.set_id)
+    if ns.json:
+        emit_json(r)
+    elif r.get("deleted"):
+        print(f"deleted {ns.set_id}")
+    else:
+        for e in r.get("errors", []):
+            print(e, file=sys.stderr)
+    return 0 if r.get("deleted") else 5
+
+
+def cmd_schedule(ns: argparse.Namespace) -> int:
+    from .config import profile_to_domain
+    from .config_loader import load_config
+    from .schedule import next_slot
+
+    config = load_config(Path(ns.config))
+    if ns.profile not in config.profiles:
+        raise InvalidArgument(
+            f"no profile {ns.profile!r} in {ns.config} (profiles: {', '.join(sorted(config.profiles))})"
+        )
+    profile = profile_to_domain(ns.profile, config.profiles[ns.profile])
+    start = parse_when(ns.start, now=datetime.now(UTC)) if ns.start else datetime.now(UTC)
+    out: dict[str, list[dict[str, str]]] = {}
+    for period in profile.periods:
+        from zoneinfo import ZoneInfo
+
+        tz = ZoneInfo(period.timezone)
+        slots: list[dict[str, str]] = []
+        t = start - timedelta(microseconds=1)
+        for _ in range(ns.count):
+            nxt = next_slot(period, t)
+            if nxt is None:
+                break
+            slots.append(
+                {"utc": nxt.isoformat(), "local": nxt.astimezone(tz).isoformat(), "timezone": period.timezone}
+            )
+            t = nxt
+        out[period.name] = slots
+    if ns.json:
+        emit_json(out)
+        return 0
+    for period in profile.periods:
+        ret = "forever" if period.retention is None else format_duration(period.retention)
+        print(
+            f"{ns.profile}/{period.name}: {period.frequency.value}, retention {ret}, "
+            f"min {period.min_snapshots}, timezone {period.timezone}"
+        )
+        if not out[period.name]:
+            print("  (no future slots)")
+        for s in out[period.name]:
+            local = datetime.fromisoformat(s["local"])
+            print(f"  {local.strftime('%a %Y-%m-%d %H:%M:%S %Z')}   ({short_time(s['utc'])} UTC)")
+    return 0
+
+
+def cmd_not_built(ns: argparse.Namespace) -> int:
+    print(f"reconciler {ns.command}: not built yet — {NOT_BUILT[ns.command]}.", file=sys.stderr)
+    return 2
+
+
+# --- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reconciler", description="Declarative snapshot manager for storage appliances."
+    )
+    p.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def control_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--state-dir", type=Path, help="daemon state directory (env RECONCILER_STATE_DIR)")
+        sp.add_argument("--socket", type=Path, help="control socket (env RECONCILER_CONTROL_SOCKET)")
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = sub.add_parser("daemon", help="run the reconciler daemon")
+    sp.add_argument("-c", "--config", required=True, help="desired-state YAML")
+    sp.add_argument("--state-dir", type=Path)
+    sp.add_argument("--socket", type=Path)
+    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.add_argument("--log-format", choices=["text", "json"])
+    sp.add_argument("--metrics-address", help="host:port for the Prometheus endpoint")
+    sp.set_defaults(func=cmd_daemon)
+
+    sp = sub.add_parser("agent", help="run a node agent (gRPC server)")
+    sp.add_argument("-c", "--config", required=True, help="agent YAML")
+    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    sp.add_argument("--log-format", choices=["text", "json"], default="text")
+    sp.set_defaults(func=cmd_agent)
+
+    sp = sub.add_parser("validate", help="check a config file (exit 0 valid, 1 invalid)")
+    sp.add_argument("file")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_validate)
+
+    sp = sub.add_parser("status", help="daemon, nodes, scopes and recent actions")
+    control_opts(sp)
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("plan", help="what the daemon would do now, and why (read-only)")
+    control_opts(sp)
+    sp.add_argument(
+        "-v", "--verbose", action="store_true", help="also list kept sets and the rule keeping each"
+    )
+    sp.set_defaults(func=cmd_plan)
+
+    sp = sub.add_parser("reload", help="reload the config now (fails if it is invalid)")
+    control_opts(sp)
+    sp.set_defaults(func=cmd_reload)
+
+    sp = sub.add_parser("snapshot", help="list, create and delete snapshot sets")
+    ssub = sp.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
+    s2 = ssub.add_parser("list", help="snapshot sets")
+    control_opts(s2)
+    s2.add_argument("--scope", help="only this scope, e.g. system:full, resource:web01")
+    s2.set_defaults(func=cmd_snapshot_list)
+    s2 = ssub.add_parser("create", help="take a manual snapshot set now")
+    control_opts(s2)
+    s2.add_argument("scope", help="system:NAME, tenant:NAME or resource:NAME")
+    g = s2.add_mutually_exclusive_group(required=True)
+    g.add_argument("--expires", help="duration from now (7d) or ISO date/time")
+    g.add_argument("--never-expire", action="store_true")
+    s2.add_argument("--name")
+    s2.add_argument("--description")
+    s2.add_argument(
+        "--immutable", action="store_true", help="nobody can delete it until unlocked and the wait passed"
+    )
+    s2.add_argument("--quiesce", action="store_true", help="run the resources' freeze/thaw hooks")
+    s2.add_argument("--request-id", help="idempotency key (default: generated)")
+    s2.set_defaults(func=cmd_snapshot_create)
+    s2 = ssub.add_parser("delete", help="delete a snapshot set (immutable and held sets are refused)")
+    control_opts(s2)
+    s2.add_argument("set_id")
+    s2.set_defaults(func=cmd_snapshot_delete)
+
+    sp = sub.add_parser("schedule", help="print the next slots of each period of a profile")
+    sp.add_argument("profile")
+    sp.add_argument("-c", "--config", default="config.example.yaml")
+    sp.add_argument("--from", dest="start", help="start time (ISO, or a duration from now)")
+    sp.add_argument("--count", type=int, default=5)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_schedule)
+
+    sp = sub.add_parser("tls", help="lab certificates for mTLS between daemon and agents")
+    tsub = sp.add_subparsers(dest="tls_command", required=True, metavar="ACTION")
+    t2 = tsub.add_parser("init", help="create a small CA and certificates for the daemon and each node")
+    t2.add_argument("dir", help="output directory (keys are written 0600)")
+    t2.add_argument("--node", action="append", help="a node name (repeat for each node)")
+    t2.add_argument("--daemon-name", default="reconciler-daemon")
+    t2.add_argument("--days", type=int, default=825)
+    t2.add_argument("--json", action="store_true")
+    t2.set_defaults(func=cmd_tls_init)
+
+    for name, what in NOT_BUILT.items():
+        sp = sub.add_parser(name, help=f"not built yet: {what}")
+        sp.add_argument("args", nargs=argparse.REMAINDER)
+        sp.set_defaults(func=cmd_not_built)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return int(ns.func(ns))
+    except ConfigError as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        return exc.exit_code
+    except ReconcilerError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

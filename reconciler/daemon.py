@@ -1,0 +1,341 @@
+"""The reconciler daemon: load, observe, plan, execute, wait — level-triggered.
+
+It holds no truth that cannot be rebuilt from the agents. An invalid config edit never stops it:
+the last good config keeps running and status says why the new one was refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import schedule
+import watchfiles
+
+from .config import Config, desired_state, scope_members
+from .config_loader import load_config
+from .domain import (
+    Action,
+    ActionKind,
+    DesiredState,
+    Member,
+    ObservedState,
+    Plan,
+    Scope,
+    ScopeKind,
+    SnapshotSet,
+    valid_volume_name,
+)
+from .errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound, ReconcilerError
+from .executor import ActionRecord, Executor
+from .nodes import NodeSet
+from .observer import Observer
+from .planner import plan as make_plan
+from .settings import DaemonSettings
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ConfigState:
+    config: Config
+    desired: DesiredState
+    loaded_at: datetime
+    generation: int
+
+
+@dataclass
+class PassResult:
+    plan: Plan
+    records: list[ActionRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Daemon:
+    def __init__(self, config_path: Path, settings: DaemonSettings, *, clock: Clock = utcnow) -> None:
+        self.config_path = config_path.resolve()
+        self.settings = settings
+        self.clock = clock
+        self.nodes = NodeSet(settings.state_dir)
+        self.observer = Observer()
+        self.executor = Executor(lambda: self.nodes.clients, clock=clock)
+        self.current: ConfigState | None = None
+        self.config_errors: list[str] = []
+        self.last_pass: PassResult | None = None
+        self.last_pass_at: datetime | None = None
+        self.next_wakeup: datetime | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._reload_requested = threading.Event()
+        self._lock = threading.RLock()  # config swaps and passes
+        self._scheduler = schedule.Scheduler()
+        self._threads: list[threading.Thread] = []
+        self._control: Any = None
+        self.hooks: list[Callable[[str, dict[str, Any]], None]] = []  # metrics and notify listen here
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the config (it must be valid to start), connect nodes, serve the control API."""
+        config = load_config(self.config_path)
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._apply(config)
+        from .control.server import start_control_server
+
+        self._control = start_control_server(self, self.settings.control_socket_path)
+        self._scheduler.every(max(1, int(self.settings.safety_interval))).seconds.do(self.wake)
+        t = threading.Thread(target=self._watch_config, name="config-watch", daemon=True)
+        t.start()
+        self._threads.append(t)
+        self._emit("started", {})
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self.reload()
+            try:
+                self.run_pass()
+            except Exception:  # noqa: BLE001 - a bad pass must not kill the daemon
+                log.exception("reconcile pass failed")
+            self._scheduler.run_pending()
+            timeout = self._seconds_until_wakeup()
+            self._wake.wait(timeout)
+            self._wake.clear()
+        self._shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
+        self._wake.set()
+
+    def _shutdown(self) -> None:
+        log.info("shutting down")
+        self._emit("stopping", {})
+        if self._control is not None:
+            self._control.stop(5).wait()
+        self.executor.shutdown()
+        self.nodes.close()
+        log.info("stopped")
+
+    def _seconds_until_wakeup(self) -> float:
+        now = self.clock()
+        candidates = [self.settings.safety_interval]
+        if self.next_wakeup is not None:
+            candidates.append((self.next_wakeup - now).total_seconds())
+        retry = self.executor.next_retry()
+        if retry is not None:
+            candidates.append((retry - now).total_seconds())
+        idle = self._scheduler.idle_seconds
+        if idle is not None:
+            candidates.append(idle)
+        return max(0.05, float(min(candidates)))
+
+    # --- config ----------------------------------------------------------------------------
+    def _apply(self, config: Config) -> None:
+        with self._lock:
+            desired = desired_state(config)
+            self.nodes.apply(config)
+            for gone in [n for n in self.observer.nodes if n not in config.nodes]:
+                self.observer.forget_node(gone)
+            gen = (self.current.generation + 1) if self.current else 1
+            self.current = ConfigState(config, desired, self.clock(), gen)
+            self.config_errors = []
+            self.executor.config_changed()
+        self._emit("config_loaded", {"ok": True, "at": self.clock()})
+
+    def reload(self) -> list[str]:
+        """Load the config file again. Returns the errors (empty: applied)."""
+        self._emit("reloading", {})
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            self.config_errors = list(exc.errors)
+            log.error("config reload refused; the last good config keeps running:\n%s", "\n".join(exc.errors))
+            self._emit("config_loaded", {"ok": False, "at": self.clock()})
+            return self.config_errors
+        try:
+            self._apply(config)
+        except ReconcilerError as exc:
+            self.config_errors = [f"{self.config_path}: {exc}"]
+            log.error("config reload failed: %s", exc)
+            self._emit("config_loaded", {"ok": False, "at": self.clock()})
+            return self.config_errors
+        log.info("config reloaded from %s", self.config_path)
+        self.wake()
+        return []
+
+    def _watch_config(self) -> None:
+        target = self.config_path
+        # Watch the directory: editors replace files by rename, which a file watch would lose.
+        for changes in watchfiles.watch(
+            target.parent,
+            stop_event=self._stop,
+            debounce=50,
+            step=20,
+            rust_timeout=500,
+            yield_on_timeout=True,
+            recursive=False,
+        ):
+            if self._stop.is_set():
+                return
+            if any(Path(p).resolve() == target for _, p in changes):
+                log.info("config file changed")
+                self.request_reload()
+
+    # --- one pass ---------------------------------------------------------------------------
+    def healthy(self) -> bool:
+        """For the systemd watchdog: the daemon is not wedged (a pass holds the lock only briefly;
+        executing actions happens outside it)."""
+        if not self._lock.acquire(timeout=30):
+            return False
+        self._lock.release()
+        return not self._stop.is_set()
+
+    def state(self) -> ConfigState:
+        if self.current is None:
+            raise FailedPrecondition("no config loaded")
+        return self.current
+
+    def observe(self) -> ObservedState:
+        return self.observer.observe(self.nodes.clients, self.clock())
+
+    def compute_plan(self) -> Plan:
+        with self._lock:
+            st = self.state()
+            observed = self.observe()
+            return make_plan(st.desired, observed, self.clock())
+
+    def run_pass(self) -> PassResult:
+        started = time.monotonic()
+        with self._lock:
+            st = self.state()
+            observed = self.observe()
+            now = self.clock()
+            p = make_plan(st.desired, observed, now)
+        records = self.executor.run(p.actions) if p.actions else []
+        result = PassResult(p, records, time.monotonic() - started)
+        self.last_pass = result
+        self.last_pass_at = now
+        self.next_wakeup = p.next_wakeup
+        if records:
+            # something changed on the agents: look again soon, so status and the next plan see it
+            self.next_wakeup = min(filter(None, [p.next_wakeup, self.clock() + timedelta(seconds=1)]))
+        self._emit("pass", {"seconds": result.seconds, "records": records, "plan": p, "observed": observed,
+                            "desired": st.desired, "nodes": dict(self.observer.nodes), "now": now})
+        return result
+
+    # --- operator requests -------------------------------------------------------------------
+    def list_sets(self, scope: str = "") -> list[SnapshotSet]:
+        observed = self.observe()
+        sets = [s for s in observed.sets.values() if not scope or s.scope == scope]
+        return sorted(sets, key=lambda s: (s.created, s.set_id))
+
+    def create_manual(
+        self,
+        *,
+        scope: str,
+        request_id: str,
+        name: str = "",
+        description: str = "",
+        expires: datetime | None = None,
+        never_expire: bool = False,
+        immutable: bool = False,
+        quiesce: bool = False,
+    ) -> SnapshotSet:
+        try:
+            sc = Scope.parse(scope)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        if not request_id or not valid_volume_name(request_id) or "/" in request_id:
+            raise InvalidArgument(f"request id {request_id!r} is not valid")
+        if expires is None and not never_expire:
+            raise InvalidArgument("a manual snapshot needs an expiry (--expires) or --never-expire")
+        if expires is not None and never_expire:
+            raise InvalidArgument("--expires and --never-expire together")
+        now = self.clock()
+        if expires is not None and expires <= now:
+            raise InvalidArgument(f"expiry {expires.isoformat()} is in the past")
+        st = self.state()
+        try:
+            members: tuple[Member, ...] = scope_members(st.config, sc)
+        except KeyError as exc:
+            raise NotFound(str(exc.args[0])) from None
+        if not members:
+            raise FailedPrecondition(f"scope {scope} covers no volumes")
+        set_id = f"{sc.kind.value}-{sc.name}.manual.{request_id}"
+        unreachable = sorted(
+            {m.ref.node for m in members} - {n for n, o in self.observer.nodes.items() if o.reachable}
+        )
+        action = Action(
+            kind=ActionKind.CREATE,
+            set_id=set_id,
+            scope=sc.key,
+            reason=description or "manual snapshot",
+            members=members,
+            name=name or f"{sc.name}/manual@{now.strftime('%Y-%m-%d %H:%M:%S')}Z",
+            expires=expires,
+            immutable=immutable,
+            quiesce=quiesce,
+            private=sc.kind is ScopeKind.SYSTEM,
+        )
+        records = self.executor.run_one(action, force=True)
+        failed = [r for r in records if not r.ok]
+        if failed:
+            hint = f" (unreachable: {', '.join(unreachable)})" if unreachable else ""
+            raise FailedPrecondition(
+                f"manual snapshot {set_id} failed on {len(failed)} node(s){hint}: "
+                + "; ".join(r.error for r in failed)
+            )
+        self.wake()
+        for s in self.list_sets(sc.key):
+            if s.set_id == set_id:
+                return s
+        raise NotFound(f"set {set_id} was created but is not listed by the agents")
+
+    def delete_set(self, set_id: str) -> list[str]:
+        observed = self.observe()
+        s = observed.sets.get(set_id)
+        if s is None:
+            raise NotFound(f"no snapshot set {set_id!r}")
+        action = Action(
+            kind=ActionKind.DELETE,
+            set_id=set_id,
+            scope=s.scope,
+            reason="deleted by the operator",
+            delete_refs=tuple(m.ref for m in s.members),
+        )
+        records = self.executor.run_one(action, force=True)
+        self.wake()
+        return [r.error for r in records if not r.ok]
+
+    # --- events ------------------------------------------------------------------------------
+    def _emit(self, event: str, data: dict[str, Any]) -> None:
+        for hook in self.hooks:
+            try:
+                hook(event, data)
+            except Exception:  # noqa: BLE001 - observers must not break the daemon
+                log.exception("event hook failed")

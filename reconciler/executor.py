@@ -1,0 +1,289 @@
+"""Execute a plan against the agents: one operation in flight per scope, bounded concurrency,
+exponential backoff on retryable errors, and permanent errors parked until the config changes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from .agent.api import CreateSetRequest, QuiesceGroup, SnapshotKey, Target
+from .agent.client import AgentClient
+from .domain import (
+    LABEL_DESCRIPTION,
+    LABEL_EXPECTED,
+    LABEL_KIND,
+    LABEL_PERIOD,
+    LABEL_PRIVATE,
+    LABEL_PROFILE,
+    LABEL_SCOPE,
+    LABEL_SLOT,
+    SLOT_FORMAT,
+    Action,
+    ActionKind,
+    Member,
+    SetKind,
+)
+from .errors import ReconcilerError, Unavailable
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+MAX_BACKOFF = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    at: datetime
+    kind: str
+    set_id: str
+    scope: str
+    node: str
+    ok: bool
+    reason: str
+    error: str = ""
+    warnings: tuple[str, ...] = ()
+    retryable: bool = False
+
+
+@dataclass
+class _Failure:
+    attempts: int
+    retry_at: datetime | None  # None: permanent, parked until the config changes
+    error: str
+
+
+class Executor:
+    def __init__(
+        self,
+        clients: Callable[[], Mapping[str, AgentClient]],
+        *,
+        clock: Callable[[], datetime],
+        max_workers: int = 8,
+        history: int = 200,
+        on_record: Callable[[ActionRecord], None] | None = None,
+    ) -> None:
+        self._clients = clients
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="exec")
+        self._scope_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._failures: dict[str, _Failure] = {}
+        self.records: deque[ActionRecord] = deque(maxlen=history)
+        self._on_record = on_record
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def config_changed(self) -> None:
+        """A new config: permanent failures get another chance."""
+        with self._guard:
+            self._failures = {k: f for k, f in self._failures.items() if f.retry_at is not None}
+
+    def next_retry(self) -> datetime | None:
+        with self._guard:
+            times = [f.retry_at for f in self._failures.values() if f.retry_at is not None]
+        return min(times, default=None)
+
+    def blocked(self) -> dict[str, str]:
+        with self._guard:
+            return {k: f.error for k, f in self._failures.items()}
+
+    def _scope_lock(self, scope: str) -> threading.Lock:
+        with self._guard:
+            return self._scope_locks.setdefault(scope, threading.Lock())
+
+    # --- running a plan ------------------------------------------------------------------------
+    def run(self, actions: Sequence[Action]) -> list[ActionRecord]:
+        """Run the actions (grouped per scope, scopes in parallel) and wait for all of them."""
+        by_scope: dict[str, list[Action]] = {}
+        for a in actions:
+            by_scope.setdefault(a.scope, []).append(a)
+        futures = [
+            self._pool.submit(self._run_scope, scope, acts) for scope, acts in sorted(by_scope.items())
+        ]
+        out: list[ActionRecord] = []
+        for f in futures:
+            out.extend(f.result())
+        return out
+
+    def _run_scope(self, scope: str, actions: list[Action]) -> list[ActionRecord]:
+        out: list[ActionRecord] = []
+        with self._scope_lock(scope):
+            for a in actions:
+                out.extend(self.run_one(a))
+        return out
+
+    def run_one(self, action: Action, *, force: bool = False) -> list[ActionRecord]:
+        key = f"{action.kind.value}:{action.set_id}"
+        now = self._clock()
+        with self._guard:
+            failure = self._failures.get(key)
+        if failure is not None and not force:
+            if failure.retry_at is None or failure.retry_at > now:
+                return []
+        if action.kind is ActionKind.CREATE:
+            records = self._create(action)
+        else:
+            records = self._delete(action)
+        errors = [r for r in records if not r.ok]
+        with self._guard:
+            if not errors:
+                self._failures.pop(key, None)
+            else:
+                attempts = (failure.attempts if failure else 0) + 1
+                retryable = all(r.retryable for r in errors)
+                delay = min(timedelta(seconds=2 ** min(attempts, 10)), MAX_BACKOFF)
+                self._failures[key] = _Failure(attempts, now + delay if retryable else None, errors[0].error)
+        for r in records:
+            self.records.append(r)
+            if self._on_record:
+                self._on_record(r)
+        return records
+
+    def _create(self, a: Action) -> list[ActionRecord]:
+        by_node: dict[str, list[Member]] = {}
+        for m in a.members:
+            by_node.setdefault(m.ref.node, []).append(m)
+        labels = {
+            LABEL_SCOPE: a.scope,
+            LABEL_KIND: SetKind.SCHEDULED.value if a.slot is not None and a.period else SetKind.MANUAL.value,
+            LABEL_EXPECTED: str(a.expected_members or len(a.members)),
+            LABEL_PRIVATE: "true" if a.private else "false",
+        }
+        if a.profile:
+            labels[LABEL_PROFILE] = a.profile
+        if a.period:
+            labels[LABEL_PERIOD] = a.period
+        if a.slot is not None:
+            labels[LABEL_SLOT] = a.slot.strftime(SLOT_FORMAT)
+        description = a.reason if labels[LABEL_KIND] == SetKind.MANUAL.value else ""
+        if description:
+            labels[LABEL_DESCRIPTION] = description[:1000]
+        created = a.slot if a.slot is not None else self._clock()
+        clients = self._clients()
+
+        def one(node: str, members: list[Member]) -> ActionRecord:
+            groups: list[QuiesceGroup] = []
+            if a.quiesce:
+                seen: set[str] = set()
+                for m in members:
+                    if m.quiesce and m.hooks is not None and m.resource not in seen:
+                        seen.add(m.resource)
+                        groups.append(QuiesceGroup(m.resource, m.hooks))
+            req = CreateSetRequest(
+                set_id=a.set_id,
+                name=a.name or a.set_id,
+                targets=tuple(Target(m.ref.pool, m.ref.volume, m.resource) for m in members),
+                created=self._clock() if labels[LABEL_KIND] == SetKind.SCHEDULED.value else created,
+                labels=labels,
+                expires=a.expires,
+                immutable=a.immutable,
+                quiesce=tuple(groups),
+                quiesce_fail=a.quiesce_policy == "fail",
+            )
+            try:
+                client = clients.get(node)
+                if client is None:
+                    raise Unavailable(f"node {node} is not configured or not connected")
+                res = client.create_set(req)
+                log.info(
+                    "created set %s on node %s (%d volumes): %s",
+                    a.set_id,
+                    node,
+                    len(members),
+                    a.reason,
+                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create"},
+                )
+                for w in res.warnings:
+                    log.warning("set %s on node %s: %s", a.set_id, node, w)
+                return ActionRecord(
+                    self._clock(), "create", a.set_id, a.scope, node, True, a.reason, warnings=res.warnings
+                )
+            except ReconcilerError as exc:
+                log.error(
+                    "create of set %s on node %s failed: %s",
+                    a.set_id,
+                    node,
+                    exc,
+                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create"},
+                )
+                return ActionRecord(
+                    self._clock(),
+                    "create",
+                    a.set_id,
+                    a.scope,
+                    node,
+                    False,
+                    a.reason,
+                    str(exc),
+                    retryable=exc.retryable,
+                )
+
+        return _fan_out(by_node, one)
+
+    def _delete(self, a: Action) -> list[ActionRecord]:
+        by_node: dict[str, list[SnapshotKey]] = {}
+        for ref in a.delete_refs:
+            by_node.setdefault(ref.node, []).append(SnapshotKey(a.set_id, ref.pool, ref.volume))
+        clients = self._clients()
+
+        def one(node: str, keys: list[SnapshotKey]) -> ActionRecord:
+            try:
+                client = clients.get(node)
+                if client is None:
+                    raise Unavailable(f"node {node} is not configured or not connected")
+                results = client.delete(keys)
+                refused = [r.error for r in results if not r.deleted]
+                if refused:
+                    # the agent's own rules refused it: permanent until something changes
+                    log.warning("delete of set %s on node %s refused: %s", a.set_id, node, refused[0])
+                    return ActionRecord(
+                        self._clock(),
+                        "delete",
+                        a.set_id,
+                        a.scope,
+                        node,
+                        False,
+                        a.reason,
+                        "refused: " + "; ".join(refused),
+                    )
+                log.info(
+                    "deleted set %s on node %s: %s",
+                    a.set_id,
+                    node,
+                    a.reason,
+                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "delete"},
+                )
+                return ActionRecord(self._clock(), "delete", a.set_id, a.scope, node, True, a.reason)
+            except ReconcilerError as exc:
+                log.error("delete of set %s on node %s failed: %s", a.set_id, node, exc)
+                return ActionRecord(
+                    self._clock(),
+                    "delete",
+                    a.set_id,
+                    a.scope,
+                    node,
+                    False,
+                    a.reason,
+                    str(exc),
+                    retryable=exc.retryable,
+                )
+
+        return _fan_out(by_node, one)
+
+
+def _fan_out(
+    by_node: Mapping[str, Sequence[_T]], fn: Callable[[str, list[_T]], ActionRecord]
+) -> list[ActionRecord]:
+    """One call per node, nodes in parallel (a set spans nodes; one slow node must not serialise the rest)."""
+    if len(by_node) <= 1:
+        return [fn(node, list(items)) for node, items in by_node.items()]
+    with ThreadPoolExecutor(max_workers=min(16, len(by_node)), thread_name_prefix="fanout") as pool:
+        futures = [pool.submit(fn, node, list(items)) for node, items in sorted(by_node.items())]
+        return [f.result() for f in futures]

@@ -1,0 +1,127 @@
+"""Observe what exists on the agents, re-listing only pools whose generation changed.
+
+A pass over an idle system costs one cheap GetNodeInfo per node; the sets are re-aggregated only
+when some pool changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .agent.api import NodeInfo
+from .agent.client import AgentClient
+from .domain import ObservedState, SnapshotInfo, SnapshotSet
+from .errors import ReconcilerError
+from .observed import aggregate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeObservation:
+    name: str
+    address: str
+    reachable: bool = False
+    error: str = ""
+    info: NodeInfo | None = None
+    since: datetime | None = None  # when reachability last changed
+
+
+@dataclass
+class _PoolCache:
+    generation: int
+    snapshots: list[SnapshotInfo] = field(default_factory=list)
+
+
+class Observer:
+    def __init__(self) -> None:
+        self._pools: dict[tuple[str, str], _PoolCache] = {}
+        self._sets: dict[str, SnapshotSet] = {}
+        self._lock = threading.Lock()
+        self.nodes: dict[str, NodeObservation] = {}
+        self.lists_done = 0  # pools re-listed since start (tests and metrics look at it)
+
+    @property
+    def sets(self) -> dict[str, SnapshotSet]:
+        return self._sets
+
+    def forget_node(self, node: str) -> None:
+        with self._lock:
+            for key in [k for k in self._pools if k[0] == node]:
+                del self._pools[key]
+            self.nodes.pop(node, None)
+            self._sets = self._aggregate()
+
+    def observe(self, clients: Mapping[str, AgentClient], now: datetime) -> ObservedState:
+        with self._lock:
+            infos = self._node_infos(clients, now)
+            changed = False
+            for node, info in infos.items():
+                if info is None:
+                    continue
+                present = {p.name for p in info.pools}
+                for key in [k for k in self._pools if k[0] == node and k[1] not in present]:
+                    del self._pools[key]
+                    changed = True
+                for pool in info.pools:
+                    cached = self._pools.get((node, pool.name))
+                    if cached is not None and cached.generation == pool.generation:
+                        continue
+                    try:
+                        gen, snaps = clients[node].list_snapshots(pool.name)
+                    except ReconcilerError as exc:
+                        self._mark(node, False, f"listing pool {pool.name}: {exc}", now)
+                        continue
+                    self.lists_done += 1
+                    self._pools[(node, pool.name)] = _PoolCache(gen, snaps)
+                    changed = True
+            for node in [n for n in self.nodes if n not in clients]:
+                self.nodes.pop(node)
+            for key in [k for k in self._pools if k[0] not in clients]:
+                del self._pools[key]
+                changed = True
+            if changed:
+                self._sets = self._aggregate()
+            unreachable = frozenset(n for n, o in self.nodes.items() if not o.reachable)
+            return ObservedState(sets=self._sets, unreachable_nodes=unreachable)
+
+    def _aggregate(self) -> dict[str, SnapshotSet]:
+        return aggregate((node, s) for (node, _pool), cache in self._pools.items() for s in cache.snapshots)
+
+    def _node_infos(self, clients: Mapping[str, AgentClient], now: datetime) -> dict[str, NodeInfo | None]:
+        def one(name: str) -> tuple[str, NodeInfo | None, str]:
+            try:
+                return name, clients[name].node_info(), ""
+            except ReconcilerError as exc:
+                return name, None, str(exc)
+
+        if len(clients) > 1:
+            with ThreadPoolExecutor(max_workers=min(32, len(clients)), thread_name_prefix="observe") as pool:
+                results = list(pool.map(one, sorted(clients)))
+        else:
+            results = [one(n) for n in clients]
+        out: dict[str, NodeInfo | None] = {}
+        for name, info, error in results:
+            obs = self.nodes.setdefault(name, NodeObservation(name, clients[name].target))
+            obs.address = clients[name].target
+            if info is not None:
+                obs.info = info
+            self._mark(name, info is not None, error, now)
+            out[name] = info
+        return out
+
+    def _mark(self, node: str, reachable: bool, error: str, now: datetime) -> None:
+        obs = self.nodes[node]
+        if obs.reachable != reachable or obs.since is None:
+            obs.since = now
+            if reachable:
+                log.info("node %s is reachable", node, extra={"node": node})
+            else:
+                log.warning("node %s is unreachable: %s", node, error, extra={"node": node})
+        obs.reachable = reachable
+        obs.error = error

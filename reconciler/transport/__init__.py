@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by the agent and control servers and their clients."""

@@ -1,0 +1,145 @@
+"""The daemon as a real subprocess, driven through the real CLI over its control socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import DaemonProcess, cli, cli_json, wait_for, write
+
+CONFIG = """\
+version: 1
+nodes:
+  local:
+    embedded: true
+    pools:
+      main: {{type: chunkstore, path: ./pool, create: true}}
+resources:
+  vm1:
+    kind: vm
+    volumes: [vms/vm1]
+    tags: [web]
+  share1:
+    kind: nas_volume
+    volumes: [shares/share1]
+{extra_resources}
+profiles:
+  minutely:
+    periods:
+      - name: every-minute
+        frequency: interval
+        every: 1m
+        retention: 10m
+        min_snapshots: 2
+system_snapshots:
+  full: {{type: full, profile: minutely}}
+"""
+
+
+def make_config(tmp_path: Path, extra_resources: str = "") -> Path:
+    for vol in ("vms/vm1", "shares/share1", "vms/vm2"):
+        write(tmp_path / "pool" / vol / "data.bin", "x" * 1000)
+    return write(tmp_path / "config.yaml", CONFIG.format(extra_resources=extra_resources))
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> DaemonProcess:
+    cfg = make_config(tmp_path)
+    with DaemonProcess(cfg, tmp_path / "state") as d:
+        yield d  # type: ignore[misc]
+
+
+def sets(d: DaemonProcess, *extra: str) -> list[dict[str, object]]:
+    return cli_json(d.state_dir, "snapshot", "list", *extra)  # type: ignore[no-any-return]
+
+
+def test_first_pass_takes_the_latest_slot_and_status_reports_it(daemon: DaemonProcess) -> None:
+    got = wait_for(lambda: [s for s in sets(daemon) if s["kind"] == "scheduled"], what="a scheduled set")
+    assert len(got) == 1
+    s = got[0]
+    assert s["scope"] == "system:full" and s["complete"] and s["period"] == "every-minute"
+    assert sorted(m["volume"] for m in s["members"]) == ["shares/share1", "vms/vm1"]  # type: ignore[attr-defined]
+    st = cli_json(daemon.state_dir, "status")
+    assert st["config_valid"] is True
+    assert st["nodes"][0]["reachable"] is True
+    assert [sc["scope"] for sc in st["scopes"]] == ["system:full"]
+    # planning again is read-only and finds nothing to do for that slot
+    p = cli_json(daemon.state_dir, "plan")
+    assert not [a for a in p["actions"] if a["kind"] == "create"]
+    assert len(sets(daemon)) == 1
+    human = cli(daemon.state_dir, "status", check=True).stdout
+    assert "system:full" in human and "local" in human
+
+
+def test_invalid_edit_keeps_the_last_good_config(daemon: DaemonProcess) -> None:
+    wait_for(lambda: sets(daemon), what="first set")
+    cfg = daemon.config
+    good = cfg.read_text()
+    cfg.write_text(good.replace("retention: 10m", "retention: 10 parsecs"))
+    st = wait_for(lambda: (s := cli_json(daemon.state_dir, "status"))["config_valid"] is False and s,
+                  what="status showing the invalid config")
+    assert any("config.yaml:" in e and "retention" in e for e in st["config_errors"])
+    r = cli(daemon.state_dir, "reload")
+    assert r.returncode == 1
+    assert "retention" in r.stderr and "last good config" in r.stderr
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    cfg.write_text(good)
+    r = cli(daemon.state_dir, "reload")
+    assert r.returncode == 0, r.stderr
+    assert cli_json(daemon.state_dir, "status")["config_valid"] is True
+
+
+def test_manual_snapshots_expire_or_never_and_immutable_refuses_delete(daemon: DaemonProcess) -> None:
+    s = cli_json(daemon.state_dir, "snapshot", "create", "resource:vm1", "--expires", "1h", "--description", "pre-upgrade")
+    assert s["kind"] == "manual" and s["description"] == "pre-upgrade" and s["expires"]
+    assert [m["volume"] for m in s["members"]] == ["vms/vm1"]
+    n = cli_json(daemon.state_dir, "snapshot", "create", "system:full", "--never-expire", "--immutable")
+    assert "expires" not in n or not n["expires"]
+    assert n["immutable"] == "locked"
+    r = cli(daemon.state_dir, "snapshot", "delete", n["set_id"])
+    assert r.returncode == 5 and "immutable" in r.stderr
+    assert cli(daemon.state_dir, "snapshot", "delete", s["set_id"]).returncode == 0
+    ids = {x["set_id"] for x in sets(daemon)}
+    assert n["set_id"] in ids and s["set_id"] not in ids
+    # a retried request with the same id makes no second set
+    a = cli_json(daemon.state_dir, "snapshot", "create", "resource:vm1", "--expires", "1h", "--request-id", "abc")
+    b = cli_json(daemon.state_dir, "snapshot", "create", "resource:vm1", "--expires", "1h", "--request-id", "abc")
+    assert a["set_id"] == b["set_id"]
+    assert len([x for x in sets(daemon) if x["set_id"] == a["set_id"]]) == 1
+    bad = cli(daemon.state_dir, "snapshot", "create", "resource:nope", "--expires", "1h")
+    assert bad.returncode != 0 and "nope" in bad.stderr
+
+
+def test_sighup_reload_and_sigterm_stop_cleanly(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    with DaemonProcess(cfg, tmp_path / "state") as d:
+        wait_for(lambda: sets(d), what="first set")
+        # a new resource with its own profile: after SIGHUP the daemon snapshots it
+        extra = textwrap.indent("vm2:\n  kind: vm\n  volumes: [vms/vm2]\n  profile: minutely\n", "  ")
+        cfg.write_text(CONFIG.format(extra_resources=extra))
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: [s for s in sets(d) if s["scope"] == "resource:vm2"], what="set of the new resource")
+        assert d.stop() == 0
+    assert "shutting down" in d.output() and "stopped" in d.output()
+    # nothing half-made: every catalog row has its data, no staging leftovers
+    db = sqlite3.connect(tmp_path / "pool/.reconciler/catalog.db")
+    assert db.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0] >= 3
+    staging = tmp_path / "pool/.reconciler/staging"
+    assert not staging.exists() or not os.listdir(staging)
+
+
+def test_daemon_refuses_to_start_on_invalid_config(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "bad.yaml", "version: 1\nnodes: {local: {embedded: true, poolz: {}}}\n")
+    r = cli(tmp_path / "state", "daemon", "-c", str(cfg), timeout=30)
+    assert r.returncode == 1
+    assert "bad.yaml:2:" in r.stderr and "did you mean" in r.stderr
+
+
+def test_cli_without_daemon_says_so(tmp_path: Path) -> None:
+    r = cli(tmp_path / "nostate", "status")
+    assert r.returncode == 9 and "daemon is not running" in r.stderr
