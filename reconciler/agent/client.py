@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 import grpc
 
 from .. import serde
-from ..backends.base import ProgressEvent, no_progress
+from ..backends.base import FileEntry, ProgressEvent, no_progress
 from ..domain import SnapshotInfo
 from ..errors import ProtocolMismatch, ReconcilerError, Unavailable
 from ..transport.status import from_rpc_error
@@ -199,6 +199,10 @@ class AgentClient:
         return self._operation(
             "CollectGarbage", self.stub.CollectGarbage, pb.CollectGarbageRequest(pool=pool), progress
         )
+
+
+def _file(e: pb.FileEntry) -> FileEntry:
+    return FileEntry(path=e.path, kind=e.kind, size=e.size, mode=e.mode, mtime=e.mtime)
 
 
 def is_retryable(exc: BaseException) -> bool:

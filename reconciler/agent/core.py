@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .. import __version__
-from ..backends.base import Backend, ProgressEvent, ProgressFn, no_progress
+from ..backends.base import Backend, FileEntry, ProgressEvent, ProgressFn, no_progress
 from ..catalog import Catalog
 from ..domain import (
     LABEL_KIND,
@@ -303,6 +303,12 @@ class NodeAgent:
         if snap is None:
             raise NotFound(f"node {self.node}: no snapshot of {ref.pool}/{ref.volume} in set {ref.set_id}")
         return self.effective(snap)
+
+    def list_files(self, ref: SnapshotKey, prefix: str = "") -> Iterator[FileEntry]:
+        snap = self.get_snapshot(ref)
+        if prefix and (prefix.startswith("/") or ".." in prefix.split("/")):
+            raise InvalidArgument(f"path {prefix!r} must be relative to the volume and stay inside it")
+        return self.pool(ref.pool).backend.list_files(set_id=snap.set_id, volume=snap.volume, prefix=prefix)
 
     # --- delete -----------------------------------------------------------------------------
     def delete(self, refs: Sequence[SnapshotKey]) -> list[DeleteResult]:

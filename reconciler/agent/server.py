@@ -128,6 +128,26 @@ class AgentService(pb_grpc.AgentServicer):  # type: ignore[misc]
         return _streamed(context, lambda progress: self.agent.collect_garbage(request.pool, progress))
 
 
+    def ListFiles(self, request: pb.ListFilesRequest, context: grpc.ServicerContext) -> Iterator[pb.ListFilesPage]:
+        try:
+            ref = serde.key_from_pb(request.ref)
+            limit = request.limit or 100_000
+            page: list[pb.FileEntry] = []
+            count = 0
+            for e in self.agent.list_files(ref, request.prefix):
+                if count >= limit:
+                    yield pb.ListFilesPage(entries=page, truncated=True)
+                    return
+                page.append(pb.FileEntry(path=e.path, kind=e.kind, size=e.size, mode=e.mode, mtime=e.mtime))
+                count += 1
+                if len(page) >= 1000:
+                    yield pb.ListFilesPage(entries=page)
+                    page = []
+            yield pb.ListFilesPage(entries=page)
+        except Exception as exc:  # noqa: BLE001
+            abort(context, exc)
+
+
 _DONE = object()
 
 

@@ -84,6 +84,11 @@ class AgentStub:
                 request_serializer=reconciler_dot_v1_dot_agent__pb2.CollectGarbageRequest.SerializeToString,
                 response_deserializer=reconciler_dot_v1_dot_agent__pb2.OperationEvent.FromString,
                 _registered_method=True)
+        self.ListFiles = channel.unary_stream(
+                '/reconciler.v1.Agent/ListFiles',
+                request_serializer=reconciler_dot_v1_dot_agent__pb2.ListFilesRequest.SerializeToString,
+                response_deserializer=reconciler_dot_v1_dot_agent__pb2.ListFilesPage.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -162,6 +167,13 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFiles(self, request, context):
+        """The files of one snapshot under a prefix, streamed in pages (single-file restores pick from it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +226,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.CollectGarbage,
                     request_deserializer=reconciler_dot_v1_dot_agent__pb2.CollectGarbageRequest.FromString,
                     response_serializer=reconciler_dot_v1_dot_agent__pb2.OperationEvent.SerializeToString,
+            ),
+            'ListFiles': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListFiles,
+                    request_deserializer=reconciler_dot_v1_dot_agent__pb2.ListFilesRequest.FromString,
+                    response_serializer=reconciler_dot_v1_dot_agent__pb2.ListFilesPage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +503,33 @@ class Agent:
             '/reconciler.v1.Agent/CollectGarbage',
             reconciler_dot_v1_dot_agent__pb2.CollectGarbageRequest.SerializeToString,
             reconciler_dot_v1_dot_agent__pb2.OperationEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/reconciler.v1.Agent/ListFiles',
+            reconciler_dot_v1_dot_agent__pb2.ListFilesRequest.SerializeToString,
+            reconciler_dot_v1_dot_agent__pb2.ListFilesPage.FromString,
             options,
             channel_credentials,
             insecure,
