@@ -180,12 +180,13 @@ class Catalog:
             try:
                 for s in snaps:
                     self._db.execute(
-                        "UPDATE snapshots SET expires=?, immutable=?, unlock_at=?, holds=? WHERE set_id=? AND volume=?",
+                        "UPDATE snapshots SET expires=?, immutable=?, unlock_at=?, holds=?, labels=? WHERE set_id=? AND volume=?",
                         (
                             _ts(s.expires),
                             s.immutable.value,
                             _ts(s.unlock_at),
                             json.dumps(sorted(s.holds)),
+                            json.dumps(dict(s.labels), sort_keys=True),
                             s.set_id,
                             s.volume,
                         ),

@@ -20,8 +20,6 @@ from .durations import format_duration, parse_duration
 from .errors import ConfigError, InvalidArgument, ReconcilerError
 
 NOT_BUILT = {
-    "restore": "restoring resources, tenants and whole systems from the CLI (issue: restores, clones, tenants)",
-    "clone": "clones for testing from the CLI (issue: restores, clones, tenants)",
     "sync": "offsite sync (issue: offsite sync)",
 }
 
@@ -86,12 +84,15 @@ SYSTEM_SOCKET = Path("/run/reconciler/control.sock")  # where the systemd unit p
 
 
 def _control(ns: argparse.Namespace) -> Any:
+    import os
+
     from .control.client import ControlClient
 
     path = _settings(ns).control_socket_path
     if not path.exists() and SYSTEM_SOCKET.exists() and not (getattr(ns, "socket", None) or getattr(ns, "state_dir", None)):
         path = SYSTEM_SOCKET  # an operator's shell talking to the daemon run by systemd
-    return ControlClient(path)
+    token = getattr(ns, "token", None) or os.environ.get("RECONCILER_TOKEN") or None
+    return ControlClient(path, token=token)
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -309,7 +310,7 @@ def _set_row(s: dict[str, Any]) -> list[object]:
 
 
 def cmd_snapshot_list(ns: argparse.Namespace) -> int:
-    sets = _control(ns).list_sets(ns.scope or "")
+    sets = _control(ns).list_sets(ns.scope or "", with_usage=ns.usage)
     if ns.json:
         emit_json(sets)
         return 0
@@ -404,6 +405,116 @@ def cmd_schedule(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot_update(ns: argparse.Namespace) -> int:
+    action = ns.update_action
+    kw: dict[str, Any] = {}
+    if action == "unlock" and ns.wait:
+        kw["unlock_wait_s"] = int(parse_duration(ns.wait).total_seconds())
+    if action == "expires":
+        if ns.expires:
+            kw["expires"] = parse_when(ns.expires, now=datetime.now(UTC))
+        kw["never_expire"] = ns.never_expire
+    if action in ("expose", "unexpose"):
+        kw["tenant"] = ns.tenant
+    s = _control(ns).update_set(ns.set_id, action, **kw)
+    if ns.json:
+        emit_json(s)
+        return 0
+    state = s.get("immutable") or "not immutable"
+    if state == "unlocking":
+        state += f", deletable from {short_time(s.get('unlock_at'))}"
+    exposed = ", ".join(s.get("exposed_to", [])) or "no tenant"
+    print(f"{s['set_id']}: {state}; expires {short_time(s.get('expires')) if s.get('expires') else 'never'}; "
+          f"exposed to {exposed}")
+    return 0
+
+
+def cmd_files(ns: argparse.Namespace) -> int:
+    r = _control(ns).list_files(ns.set_id, ns.resource, volume=ns.volume or "", prefix=ns.prefix or "", limit=ns.limit)
+    if ns.json:
+        emit_json(r)
+        return 0
+    print(f"{r['node']}/{r['pool']}/{r['volume']} in set {ns.set_id}:")
+    print(table([[f["kind"], human_bytes(f.get("size")), oct(int(f.get("mode", 0)))[-4:],
+                  datetime.fromtimestamp(float(f.get("mtime", 0)), UTC).strftime("%Y-%m-%d %H:%M"), f["path"]]
+                 for f in r.get("files", [])], ["KIND", "SIZE", "MODE", "MODIFIED", "PATH"]))
+    if r.get("truncated"):
+        print(f"(cut at {ns.limit} entries; narrow it with a prefix)")
+    return 0
+
+
+def _confirm_interactively(ns: argparse.Namespace, what: str) -> bool:
+    """Over-source restores need --yes; on a terminal we ask instead, naming what will be replaced."""
+    if ns.yes or ns.dry_run or not sys.stdin.isatty():
+        return bool(ns.yes)
+    answer = input(f"{what}\nType the set id ({ns.set_id}) to confirm: ")
+    return bool(answer.strip() == ns.set_id)
+
+
+def cmd_restore(ns: argparse.Namespace) -> int:
+    level = ns.level
+    mode = "clone" if ns.command == "clone" else ("over_source" if ns.over_source or level == "system" else "to_new")
+    if ns.command == "restore" and level == "files" and not ns.as_name and not ns.over_source:
+        raise InvalidArgument("restore files needs --over-source (replace them in the live volume) or --as NEWVOLUME")
+    confirm = False
+    if mode == "over_source":
+        confirm = _confirm_interactively(ns, f"This replaces live data of {level} {getattr(ns, 'name', '') or ''} "
+                                             f"with set {ns.set_id} (a safety snapshot is taken first).")
+    fields: dict[str, Any] = dict(
+        set_id=ns.set_id, level=level, name=getattr(ns, "name", "") or "", mode=mode, new_name=ns.as_name or "",
+        confirm=confirm, skip_safety_snapshot=getattr(ns, "no_safety_snapshot", False),
+        with_settings=getattr(ns, "with_settings", False), paths=list(getattr(ns, "paths", []) or []),
+        volume=getattr(ns, "volume", "") or "", dry_run=ns.dry_run,
+    )
+    events: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
+    tty = sys.stderr.isatty() and not ns.json
+    for ev in _control(ns).restore(**fields):
+        events.append(ev)
+        if "plan" in ev and not ns.json:
+            plan = ev["plan"]
+            print(plan["summary"])
+            for st in plan.get("steps", []):
+                print(f"  - {st['what']}")
+            for w in plan.get("warnings", []):
+                print(f"  warning: {w}")
+            sys.stdout.flush()
+        elif "progress" in ev and not ns.json:
+            p = ev["progress"]
+            total, done = int(p.get("total", 0)), int(p.get("done", 0))
+            pct = f"{100 * done / total:5.1f}%" if total else ""
+            line = f"{p.get('volume', '')} {p.get('phase', '')} {pct} {p.get('message', '')}".strip()
+            print(("\r" + line[:120].ljust(120)) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+        elif "result" in ev:
+            result = ev["result"]
+    if tty:
+        print(file=sys.stderr)
+    if ns.json:
+        emit_json({"events": events, "result": result})
+    elif result:
+        print(result.get("message", ""))
+        if result.get("safety_set_id"):
+            print(f"safety set: {result['safety_set_id']} (expires in 7 days)")
+        if result.get("settings_file"):
+            print(f"recorded settings written to {result['settings_file']}")
+        for e in result.get("errors", []):
+            print(f"error: {e}", file=sys.stderr)
+    return 0 if (not result or result.get("ok")) else 1
+
+
+def cmd_tenant_token(ns: argparse.Namespace) -> int:
+    import hashlib
+
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    if ns.json:
+        emit_json({"tenant": ns.tenant, "token": token, "api_token_sha256": digest})
+    else:
+        print(f"token for tenant {ns.tenant} (give it to the tenant; it is shown only once):\n  {token}")
+        print(f"add to the config under tenants.{ns.tenant}:\n  api_token_sha256: {digest}")
+    return 0
+
+
 def cmd_not_built(ns: argparse.Namespace) -> int:
     print(f"reconciler {ns.command}: not built yet — {NOT_BUILT[ns.command]}.", file=sys.stderr)
     return 2
@@ -421,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--state-dir", type=Path, help="daemon state directory (env RECONCILER_STATE_DIR)")
         sp.add_argument("--socket", type=Path, help="control socket (env RECONCILER_CONTROL_SOCKET)")
         sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.add_argument("--token", help="a tenant's API token (env RECONCILER_TOKEN): act as that tenant")
 
     sp = sub.add_parser("daemon", help="run the reconciler daemon")
     sp.add_argument("-c", "--config", required=True, help="desired-state YAML")
@@ -462,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     s2 = ssub.add_parser("list", help="snapshot sets")
     control_opts(s2)
     s2.add_argument("--scope", help="only this scope, e.g. system:full, resource:web01")
+    s2.add_argument("--usage", action="store_true", help="also the space each set alone holds (slower)")
     s2.set_defaults(func=cmd_snapshot_list)
     s2 = ssub.add_parser("create", help="take a manual snapshot set now")
     control_opts(s2)
@@ -481,6 +594,82 @@ def build_parser() -> argparse.ArgumentParser:
     control_opts(s2)
     s2.add_argument("set_id")
     s2.set_defaults(func=cmd_snapshot_delete)
+
+    for action, text in (("lock", "make a set immutable"),
+                         ("unlock", "start the wait after which an immutable set can be deleted"),
+                         ("expire", "change a manual set's expiry"),
+                         ("expose", "let a tenant see and restore a provider set"),
+                         ("unexpose", "take a set back from a tenant")):
+        s2 = ssub.add_parser(action, help=text)
+        control_opts(s2)
+        s2.add_argument("set_id")
+        s2.set_defaults(func=cmd_snapshot_update, update_action="expires" if action == "expire" else action)
+        if action == "unlock":
+            s2.add_argument("--wait", help="wait before deletion (default: immutability.unlock_wait, 7d); "
+                                           "the agents never allow less than their floor")
+        if action == "expire":
+            g = s2.add_mutually_exclusive_group(required=True)
+            g.add_argument("--expires", help="duration from now (7d) or ISO date/time")
+            g.add_argument("--never-expire", action="store_true")
+        if action in ("expose", "unexpose"):
+            s2.add_argument("--tenant", required=True)
+
+    sp = sub.add_parser("files", help="list the files of a resource's volume in a set")
+    control_opts(sp)
+    sp.add_argument("set_id")
+    sp.add_argument("resource")
+    sp.add_argument("prefix", nargs="?", default="")
+    sp.add_argument("--volume", help="which volume, when the resource has several")
+    sp.add_argument("--limit", type=int, default=10_000)
+    sp.set_defaults(func=cmd_files)
+
+    def restore_opts(r: argparse.ArgumentParser, *, over_source: bool = True, as_new: bool = True) -> None:
+        control_opts(r)
+        r.add_argument("--set", dest="set_id", required=True, help="the snapshot set to restore from")
+        if over_source:
+            r.add_argument("--over-source", action="store_true", help="replace the live data (stop it first)")
+            r.add_argument("--yes", action="store_true", help="confirm replacing live data")
+            r.add_argument("--no-safety-snapshot", action="store_true", help="skip the safety snapshot (not advised)")
+        else:
+            r.set_defaults(over_source=False, yes=False)
+        if as_new:
+            r.add_argument("--as", dest="as_name", help="new name (default: NAME_restored)")
+        else:
+            r.set_defaults(as_name="")
+        r.add_argument("--dry-run", action="store_true", help="only print what would be done")
+        r.set_defaults(func=cmd_restore)
+
+    sp = sub.add_parser("restore", help="restore a resource, tenant, files or the whole system from a set")
+    rsub = sp.add_subparsers(dest="level", required=True, metavar="LEVEL")
+    r = rsub.add_parser("resource", help="one VM or NAS volume (to a new volume by default)")
+    r.add_argument("name")
+    restore_opts(r)
+    r.add_argument("--with-settings", action="store_true", help="NAS volumes: data and the recorded settings")
+    r = rsub.add_parser("tenant", help="all of a tenant's resources (as a new tenant by default)")
+    r.add_argument("name")
+    restore_opts(r)
+    r = rsub.add_parser("system", help="the whole system from a full system set (over itself, after a safety snapshot)")
+    restore_opts(r, as_new=False)
+    r.set_defaults(over_source=True)
+    r = rsub.add_parser("files", help="chosen paths of a resource's volume")
+    r.add_argument("name", help="the resource")
+    r.add_argument("paths", nargs="+", help="paths inside the volume")
+    r.add_argument("--volume", help="which volume, when the resource has several")
+    restore_opts(r)
+
+    sp = sub.add_parser("clone", help="a writable copy of a resource or tenant from a set, for testing")
+    csub = sp.add_subparsers(dest="level", required=True, metavar="LEVEL")
+    for lvl in ("resource", "tenant"):
+        r = csub.add_parser(lvl, help=f"clone a {lvl} (default name: NAME_clone)")
+        r.add_argument("name")
+        restore_opts(r, over_source=False)
+
+    sp = sub.add_parser("tenant", help="tenant access")
+    tsub0 = sp.add_subparsers(dest="tenant_command", required=True, metavar="ACTION")
+    t0 = tsub0.add_parser("token", help="create an API token for a tenant (prints the hash for the config)")
+    t0.add_argument("tenant")
+    t0.add_argument("--json", action="store_true")
+    t0.set_defaults(func=cmd_tenant_token)
 
     sp = sub.add_parser("schedule", help="print the next slots of each period of a profile")
     sp.add_argument("profile")

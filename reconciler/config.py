@@ -310,6 +310,17 @@ class TenantConfig(BaseModel):
 
     description: str = ""
     profile: Name | None = None
+    # sha256 (hex) of the tenant's API token: a request bearing the token sees and restores only the
+    # tenant's resources and the sets exposed to it. Create one with `reconciler tenant token`.
+    api_token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
+class ImmutabilityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # how long `reconciler snapshot unlock` waits before an immutable set can be deleted; the agents
+    # enforce their own floor, so a shorter wait here cannot shorten it there
+    unlock_wait: PositiveDuration = timedelta(days=7)
 
 
 class QuiesceHooksConfig(BaseModel):
@@ -449,6 +460,7 @@ class Config(BaseModel):
     profiles: dict[Name, ProfileConfig] = Field(default_factory=dict)
     system_snapshots: dict[Name, SystemSnapshotConfig] = Field(default_factory=dict)
     offsite: OffsiteConfig = Field(default_factory=OffsiteConfig)
+    immutability: ImmutabilityConfig = Field(default_factory=ImmutabilityConfig)
 
     # Set by the loader; a private attribute so the YAML cannot set it.
     _source_path: Path | None = PrivateAttr(default=None)
@@ -896,8 +908,12 @@ def _members(config: Config, resources: Iterable[str], quiesce: Mapping[str, boo
         res = config.resources[r]
         node, pool = config.resource_location(r)
         hooks = res.quiesce.to_domain() if res.quiesce is not None else None
+        settings = res.model_dump_json(exclude_none=True, exclude={"quiesce"})
         out.extend(
-            domain.Member(ref=domain.VolumeRef(node, pool, v), resource=r, quiesce=quiesce.get(r, False), hooks=hooks)
+            domain.Member(
+                ref=domain.VolumeRef(node, pool, v), resource=r, quiesce=quiesce.get(r, False), hooks=hooks,
+                tenant=res.tenant or "", settings=settings,
+            )
             for v in res.volumes
         )
     return tuple(sorted(out, key=lambda m: m.ref.key))

@@ -19,25 +19,43 @@ from typing import Any
 import schedule
 import watchfiles
 
+from .agent.api import SnapshotKey, SnapshotUpdate
+from .backends.base import FileEntry, ProgressEvent
 from .config import Config, desired_state, scope_members
 from .config_loader import load_config
 from .domain import (
+    LABEL_EXPOSED,
+    LABEL_TENANT,
     Action,
     ActionKind,
     DesiredState,
+    ImmutableState,
     Member,
     ObservedState,
     Plan,
     Scope,
     ScopeKind,
+    SetKind,
+    SnapshotInfo,
     SnapshotSet,
+    VolumeRef,
     valid_volume_name,
 )
 from .errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound, ReconcilerError
 from .executor import ActionRecord, Executor
 from .nodes import NodeSet
+from .observed import aggregate
 from .observer import Observer
 from .planner import plan as make_plan
+from .restore import (
+    RestorePlan,
+    RestoreRequest,
+    exposed_to,
+    members_of_resource,
+    plan_restore,
+    tenant_can_see,
+)
+from .restorer import RestoreOutcome, existing_targets, run_plan
 from .settings import DaemonSettings
 
 log = logging.getLogger(__name__)
@@ -249,10 +267,124 @@ class Daemon:
         return result
 
     # --- operator requests -------------------------------------------------------------------
-    def list_sets(self, scope: str = "") -> list[SnapshotSet]:
-        observed = self.observe()
-        sets = [s for s in observed.sets.values() if not scope or s.scope == scope]
+    def list_sets(self, scope: str = "", *, tenant: str | None = None, with_usage: bool = False) -> list[SnapshotSet]:
+        if with_usage:
+            # unique bytes need the stores' reference counts: a fresh listing, not the cache
+            members: list[tuple[str, SnapshotInfo]] = []
+            for node, client in sorted(self.nodes.clients.items()):
+                try:
+                    info = client.node_info()
+                except ReconcilerError:
+                    continue
+                for pool in info.pools:
+                    _gen, snaps = client.list_snapshots(pool.name, with_usage=True)
+                    members.extend((node, s) for s in snaps)
+            all_sets = aggregate(members)
+        else:
+            all_sets = dict(self.observe().sets)
+        sets = [s for s in all_sets.values() if (not scope or s.scope == scope)
+                and (tenant is None or tenant_can_see(s, tenant))]
         return sorted(sets, key=lambda s: (s.created, s.set_id))
+
+    def get_set(self, set_id: str, *, tenant: str | None = None) -> SnapshotSet:
+        s = self.observe().sets.get(set_id)
+        if s is None or (tenant is not None and not tenant_can_see(s, tenant)):
+            raise NotFound(f"no snapshot set {set_id!r}")
+        return s
+
+    def restore(
+        self,
+        req: RestoreRequest,
+        *,
+        on_plan: Callable[[RestorePlan], None],
+        progress: Callable[[str, ProgressEvent], None],
+        tenant: str | None = None,
+    ) -> RestoreOutcome:
+        """Plan (refusing up front whatever can be known), show the plan, then execute it."""
+        st = self.state()
+        s = self.get_set(req.set_id, tenant=tenant)
+        clients = self.nodes.clients
+        draft = plan_restore(st.config, s, req, tenant=tenant)
+        plan = plan_restore(st.config, s, req, tenant=tenant, existing=existing_targets(draft, clients))
+        on_plan(plan)
+        if req.dry_run:
+            return RestoreOutcome(True, f"dry run: {plan.summary}")
+        outcome = run_plan(plan, s, clients, now=self.clock(), progress=progress,
+                           settings_dir=self.settings.state_dir / "restored-settings")
+        self.wake()
+        return outcome
+
+    def list_files(
+        self, set_id: str, resource: str, volume: str = "", prefix: str = "", limit: int = 0,
+        *, tenant: str | None = None,
+    ) -> tuple[VolumeRef, list[FileEntry], bool]:
+        s = self.get_set(set_id, tenant=tenant)
+        members = members_of_resource(s, resource)
+        if tenant is not None and any(m.snapshot.labels.get(LABEL_TENANT) != tenant for m in members):
+            raise NotFound(f"set {set_id} does not contain resource {resource!r}")
+        if volume:
+            members = [m for m in members if m.snapshot.volume == volume]
+        if not members:
+            raise NotFound(f"set {set_id} has no volume {volume or '(any)'} of resource {resource!r}")
+        if len(members) > 1:
+            raise InvalidArgument(f"resource {resource} has several volumes in the set "
+                                  f"({', '.join(m.snapshot.volume for m in members)}); pick one with --volume")
+        m = members[0]
+        client = self.nodes.clients.get(m.node)
+        if client is None:
+            raise NotFound(f"node {m.node} is not configured")
+        files, truncated = client.list_files(SnapshotKey(set_id, m.snapshot.pool, m.snapshot.volume), prefix, limit)
+        return m.ref, files, truncated
+
+    def update_set(
+        self, set_id: str, action: str, *, unlock_wait: timedelta | None = None, expires: datetime | None = None,
+        never_expire: bool = False, tenant_name: str = "",
+    ) -> SnapshotSet:
+        s = self.get_set(set_id)
+        fields: frozenset[str]
+        kw: dict[str, Any] = {}
+        if action == "lock":
+            fields = frozenset({"lock"})
+        elif action == "unlock":
+            if s.immutable is ImmutableState.NONE:
+                raise FailedPrecondition(f"set {set_id} is not immutable")
+            fields = frozenset({"unlock"})
+            kw["unlock_delay"] = unlock_wait if unlock_wait is not None else self.state().config.immutability.unlock_wait
+        elif action == "expires":
+            if (expires is None) == (not never_expire):
+                raise InvalidArgument("give a new expiry or never_expire")
+            if s.kind is SetKind.SCHEDULED:
+                raise FailedPrecondition(
+                    f"set {set_id} is scheduled: its expiry follows the period's retention in the config"
+                )
+            fields = frozenset({"expires"})
+            kw["expires"] = expires
+        elif action in ("expose", "unexpose"):
+            st = self.state()
+            if tenant_name not in st.config.tenants:
+                raise NotFound(f"no tenant {tenant_name!r} in the config")
+            now_exposed = exposed_to(s)
+            now_exposed = now_exposed | {tenant_name} if action == "expose" else now_exposed - {tenant_name}
+            fields = frozenset({"labels"})
+            if now_exposed:
+                kw["set_labels"] = {LABEL_EXPOSED: ",".join(sorted(now_exposed))}
+            else:
+                kw["remove_labels"] = frozenset({LABEL_EXPOSED})
+        else:
+            raise InvalidArgument(f"unknown update {action!r} (lock, unlock, expires, expose, unexpose)")
+        by_node: dict[str, list[SnapshotUpdate]] = {}
+        for m in s.members:
+            by_node.setdefault(m.node, []).append(
+                SnapshotUpdate(SnapshotKey(set_id, m.snapshot.pool, m.snapshot.volume), fields, **kw)
+            )
+        for node, updates in sorted(by_node.items()):
+            client = self.nodes.clients.get(node)
+            if client is None:
+                raise NotFound(f"node {node} is not configured")
+            client.update(updates)
+        log.info("set %s: %s", set_id, action, extra={"set_id": set_id, "action": action, "scope": s.scope})
+        self.wake()
+        return self.get_set(set_id)
 
     def create_manual(
         self,

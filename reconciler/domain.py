@@ -127,6 +127,8 @@ class Member:
     resource: str
     quiesce: bool = False  # quiesce this resource when the period asks for it
     hooks: Hooks | None = None
+    tenant: str = ""
+    settings: str = ""  # the resource's config section (JSON), recorded with its snapshots
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,9 @@ LABEL_DESCRIPTION = "description"
 LABEL_RESOURCE = "resource"
 LABEL_EXPECTED = "expected_members"
 LABEL_PRIVATE = "private"
+LABEL_TENANT = "tenant"
+LABEL_SETTINGS = "settings"  # the resource's config section when the snapshot was taken (JSON)
+LABEL_EXPOSED = "exposed_to"  # comma-separated tenants a provider set is exposed to
 
 
 @dataclass(frozen=True, slots=True)

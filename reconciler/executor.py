@@ -22,7 +22,9 @@ from .domain import (
     LABEL_PRIVATE,
     LABEL_PROFILE,
     LABEL_SCOPE,
+    LABEL_SETTINGS,
     LABEL_SLOT,
+    LABEL_TENANT,
     SLOT_FORMAT,
     Action,
     ActionKind,
@@ -179,7 +181,7 @@ class Executor:
             req = CreateSetRequest(
                 set_id=a.set_id,
                 name=a.name or a.set_id,
-                targets=tuple(Target(m.ref.pool, m.ref.volume, m.resource) for m in members),
+                targets=tuple(Target(m.ref.pool, m.ref.volume, m.resource, _member_labels(m)) for m in members),
                 created=self._clock() if labels[LABEL_KIND] == SetKind.SCHEDULED.value else created,
                 labels=labels,
                 expires=a.expires,
@@ -198,10 +200,16 @@ class Executor:
                     node,
                     len(members),
                     a.reason,
-                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create"},
+                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create", "reason": a.reason},
                 )
                 for w in res.warnings:
-                    log.warning("set %s on node %s: %s", a.set_id, node, w)
+                    log.warning(
+                        "set %s on node %s: %s",
+                        a.set_id,
+                        node,
+                        w,
+                        extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create", "reason": a.reason},
+                    )
                 return ActionRecord(
                     self._clock(), "create", a.set_id, a.scope, node, True, a.reason, warnings=res.warnings
                 )
@@ -211,7 +219,7 @@ class Executor:
                     a.set_id,
                     node,
                     exc,
-                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create"},
+                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create", "reason": a.reason},
                 )
                 return ActionRecord(
                     self._clock(),
@@ -242,7 +250,13 @@ class Executor:
                 refused = [r.error for r in results if not r.deleted]
                 if refused:
                     # the agent's own rules refused it: permanent until something changes
-                    log.warning("delete of set %s on node %s refused: %s", a.set_id, node, refused[0])
+                    log.warning(
+                        "delete of set %s on node %s refused: %s",
+                        a.set_id,
+                        node,
+                        refused[0],
+                        extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "delete", "reason": a.reason},
+                    )
                     return ActionRecord(
                         self._clock(),
                         "delete",
@@ -258,11 +272,17 @@ class Executor:
                     a.set_id,
                     node,
                     a.reason,
-                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "delete"},
+                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "delete", "reason": a.reason},
                 )
                 return ActionRecord(self._clock(), "delete", a.set_id, a.scope, node, True, a.reason)
             except ReconcilerError as exc:
-                log.error("delete of set %s on node %s failed: %s", a.set_id, node, exc)
+                log.error(
+                    "delete of set %s on node %s failed: %s",
+                    a.set_id,
+                    node,
+                    exc,
+                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "delete", "reason": a.reason},
+                )
                 return ActionRecord(
                     self._clock(),
                     "delete",
@@ -287,3 +307,14 @@ def _fan_out(
     with ThreadPoolExecutor(max_workers=min(16, len(by_node)), thread_name_prefix="fanout") as pool:
         futures = [pool.submit(fn, node, list(items)) for node, items in sorted(by_node.items())]
         return [f.result() for f in futures]
+
+
+def _member_labels(m: Member) -> dict[str, str]:
+    """Recorded on each member: restores of a tenant or of "data and settings" read them back,
+    even after the resource left the config."""
+    out = {}
+    if m.tenant:
+        out[LABEL_TENANT] = m.tenant
+    if m.settings and len(m.settings) <= 2048:
+        out[LABEL_SETTINGS] = m.settings
+    return out

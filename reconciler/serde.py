@@ -157,7 +157,7 @@ def create_to_pb(r: CreateSetRequest) -> pb.CreateSnapshotSetRequest:
         if r.quiesce_fail
         else pb.QUIESCE_POLICY_CRASH_CONSISTENT_ON_FAILURE,
         freeze_budget_ms=int(r.freeze_budget.total_seconds() * 1000),
-        targets=[pb.SnapshotTarget(pool=t.pool, volume=t.volume, resource=t.resource) for t in r.targets],
+        targets=[pb.SnapshotTarget(pool=t.pool, volume=t.volume, resource=t.resource, labels=dict(t.labels)) for t in r.targets],
         quiesce=[
             pb.QuiesceGroup(
                 resource=g.resource,
@@ -179,7 +179,7 @@ def create_from_pb(m: pb.CreateSnapshotSetRequest) -> CreateSetRequest:
     return CreateSetRequest(
         set_id=m.set_id,
         name=m.name,
-        targets=tuple(Target(pool=t.pool, volume=t.volume, resource=t.resource) for t in m.targets),
+        targets=tuple(Target(pool=t.pool, volume=t.volume, resource=t.resource, labels=dict(t.labels)) for t in m.targets),
         created=from_ts(m, "created") or datetime.now(UTC),
         labels=dict(m.labels),
         expires=from_ts(m, "expires"),
@@ -230,6 +230,8 @@ def update_to_pb(u: SnapshotUpdate) -> pb.SnapshotUpdate:
         add_holds=sorted(u.add_holds),
         remove_holds=sorted(u.remove_holds),
         unlock_delay_s=int(u.unlock_delay.total_seconds()),
+        set_labels=dict(u.set_labels),
+        remove_labels=sorted(u.remove_labels),
     )
     set_ts(out, "expires", u.expires)
     return out
@@ -243,6 +245,8 @@ def update_from_pb(m: pb.SnapshotUpdate) -> SnapshotUpdate:
         add_holds=frozenset(m.add_holds),
         remove_holds=frozenset(m.remove_holds),
         unlock_delay=timedelta(seconds=m.unlock_delay_s),
+        set_labels=dict(m.set_labels),
+        remove_labels=frozenset(m.remove_labels),
     )
 
 

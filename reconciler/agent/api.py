@@ -43,6 +43,7 @@ class Target:
     pool: str
     volume: str
     resource: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)  # member-level, over the set's labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ class DeleteResult:
     error: str = ""
 
 
-UPDATE_FIELDS = frozenset({"expires", "holds", "lock", "unlock"})
+UPDATE_FIELDS = frozenset({"expires", "holds", "lock", "unlock", "labels"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,8 @@ class SnapshotUpdate:
     add_holds: frozenset[str] = frozenset()
     remove_holds: frozenset[str] = frozenset()
     unlock_delay: timedelta = timedelta(0)
+    set_labels: Mapping[str, str] = field(default_factory=dict)
+    remove_labels: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,8 +89,8 @@ class AgentClient:
             raise ProtocolMismatch(f"{self._where('GetNodeInfo')}: the agent says it is node {info.node!r}")
         return info
 
-    def list_volumes(self, pool: str = "") -> list[tuple[str, str, int]]:
-        msg = self._call("ListVolumes", self.stub.ListVolumes, pb.ListVolumesRequest(pool=pool))
+    def list_volumes(self, pool: str = "", names: Sequence[str] = ()) -> list[tuple[str, str, int]]:
+        msg = self._call("ListVolumes", self.stub.ListVolumes, pb.ListVolumesRequest(pool=pool, names=list(names)))
         assert isinstance(msg, pb.ListVolumesResponse)
         return [(v.pool, v.volume, v.logical_bytes) for v in msg.volumes]
 
@@ -192,6 +192,20 @@ class AgentClient:
         return self._operation(
             "Verify", self.stub.Verify, pb.VerifyRequest(pool=pool, set_id=set_id), progress
         )
+
+    def list_files(self, ref: SnapshotKey, prefix: str = "", limit: int = 0) -> tuple[list[FileEntry], bool]:
+        """Entries of a snapshot under `prefix`, and whether the list was cut at `limit`."""
+        out: list[FileEntry] = []
+        truncated = False
+        try:
+            for page in self.stub.ListFiles(
+                pb.ListFilesRequest(ref=serde.key_to_pb(ref), prefix=prefix, limit=limit), timeout=self.long_timeout
+            ):
+                out.extend(_file(e) for e in page.entries)
+                truncated = truncated or page.truncated
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, where=self._where("ListFiles")) from None
+        return out, truncated
 
     def collect_garbage(
         self, pool: str, progress: Callable[[ProgressEvent], None] = no_progress

@@ -29,7 +29,7 @@ from ..domain import (
     SnapshotInfo,
     valid_volume_name,
 )
-from ..errors import FailedPrecondition, InvalidArgument, NotFound, ReconcilerError
+from ..errors import FailedPrecondition, InvalidArgument, NotFound, PathEscapes, ReconcilerError
 from ..fsutil import exchange, rename_noreplace
 from ..quiesce import quiesced
 from .api import (
@@ -185,8 +185,17 @@ class NodeAgent:
 
     def list_volumes(self, pool: str = "", names: Sequence[str] | None = None) -> list[tuple[str, str, int]]:
         out: list[tuple[str, str, int]] = []
+        if names is not None:
+            # existence only: a restore checks its target names before writing anything
+            for name in [pool] if pool else sorted(self.pools):
+                backend = self.pool(name).backend
+                for vol in names:
+                    self.check_volume(vol)
+                    if os.path.lexists(backend.volume_path(vol, must_exist=False)):
+                        out.append((name, vol, 0))
+            return out
         for name in [pool] if pool else sorted(self.pools):
-            for entry in self.pool(name).backend.list_volumes(names):
+            for entry in self.pool(name).backend.list_volumes(None):
                 out.append((name, entry.volume, entry.logical_bytes))
         return out
 
@@ -229,8 +238,9 @@ class NodeAgent:
                 quiesced_ok = bool(groups) and outcome.quiesced and not outcome.thaw_errors
                 by_pool: dict[str, list[SnapshotInfo]] = {}
                 resources = {(t.pool, t.volume): t.resource for t in todo}
+                member_labels = {(t.pool, t.volume): t.labels for t in todo}
                 for pool_name, volume, logical in stored:
-                    labels = dict(req.labels)
+                    labels = {**req.labels, **member_labels[(pool_name, volume)]}
                     if resources[(pool_name, volume)]:
                         labels[LABEL_RESOURCE] = resources[(pool_name, volume)]
                     by_pool.setdefault(pool_name, []).append(
@@ -362,6 +372,12 @@ class NodeAgent:
                 snap = replace(snap, expires=u.expires)
             if "holds" in u.fields:
                 snap = replace(snap, holds=(snap.holds | u.add_holds) - u.remove_holds)
+            if "labels" in u.fields:
+                labels = {k: v for k, v in snap.labels.items() if k not in u.remove_labels}
+                labels.update(u.set_labels)
+                if len(labels) > MAX_LABELS or sum(len(k) + len(v) for k, v in labels.items()) > MAX_LABEL_BYTES:
+                    raise InvalidArgument(f"snapshot {u.ref.pool}/{u.ref.volume}: too many or too large labels")
+                snap = replace(snap, labels=labels)
             if "lock" in u.fields:
                 snap = replace(snap, immutable=ImmutableState.LOCKED, unlock_at=None)
             if "unlock" in u.fields:
@@ -395,10 +411,7 @@ class NodeAgent:
         p = self.pool(ref.pool)
         if new_volume:
             return self._to_new(p, snap, new_volume, paths, progress, what="restore")
-        if paths:
-            raise InvalidArgument(
-                "restoring single paths over the source is not supported; restore them to a new volume"
-            )
+        clean_paths = [_check_rel_path(x) for x in paths]
         with self._volume_lock(ref.pool, ref.volume):
             live = p.backend.volume_path(ref.volume)
             safety = ""
@@ -422,10 +435,15 @@ class NodeAgent:
             staging = self._staging(p)
             try:
                 written = p.backend.materialize(
-                    set_id=ref.set_id, volume=ref.volume, dest=staging, progress=progress
+                    set_id=ref.set_id, volume=ref.volume, dest=staging, paths=clean_paths or None, progress=progress
                 )
                 progress_msg(progress, "swap", f"{ref.pool}/{ref.volume}")
-                exchange(staging, live)  # atomic: the live path is old or new, never a mix
+                if clean_paths:
+                    # each chosen path is swapped in on its own: atomic per path, the rest untouched
+                    for rel in clean_paths:
+                        _swap_in(staging, live, rel)
+                else:
+                    exchange(staging, live)  # atomic: the live path is old or new, never a mix
             except BaseException:
                 self._discard(p, staging)
                 raise
@@ -518,6 +536,37 @@ class NodeAgent:
             message=f"freed {res.bytes_freed} bytes in {res.objects_freed} objects",
             bytes=res.bytes_freed,
         )
+
+
+def _check_rel_path(path: str) -> str:
+    parts = [x for x in path.split("/") if x not in ("", ".")]
+    if not parts or path.startswith("/") or ".." in parts:
+        raise InvalidArgument(f"path {path!r} must be relative to the volume and stay inside it")
+    return "/".join(parts)
+
+
+def _swap_in(staging: Path, live: Path, rel: str) -> None:
+    """Put staging/rel at live/rel atomically; what was at live/rel ends up in staging (discarded).
+
+    Every directory on the way inside the live volume must be a real directory: a symlink there
+    could point out of the pool."""
+    new = staging / rel
+    if not os.path.lexists(new):
+        raise NotFound(f"{rel!r} is not in the snapshot")
+    parent = live
+    for seg in rel.split("/")[:-1]:
+        parent = parent / seg
+        if os.path.islink(parent):
+            raise PathEscapes(f"{parent} is a symlink in the live volume; refusing to restore through it")
+        if not os.path.exists(parent):
+            parent.mkdir()
+        elif not parent.is_dir():
+            raise FailedPrecondition(f"{parent} is not a directory in the live volume")
+    target = live / rel
+    if os.path.lexists(target):
+        exchange(new, target)
+    else:
+        rename_noreplace(new, target)
 
 
 def _has_stored_data(backend: Backend) -> bool:

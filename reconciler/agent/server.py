@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent import futures
 from typing import Any
 
@@ -41,7 +41,7 @@ class AgentService(pb_grpc.AgentServicer):  # type: ignore[misc]
         self, request: pb.ListVolumesRequest, context: grpc.ServicerContext
     ) -> pb.ListVolumesResponse:
         try:
-            vols = self.agent.list_volumes(request.pool)
+            vols = self.agent.list_volumes(request.pool, list(request.names) or None)
             return pb.ListVolumesResponse(
                 volumes=[pb.VolumeInfo(pool=p, volume=v, logical_bytes=n) for p, v, n in vols]
             )
@@ -148,6 +148,78 @@ class AgentService(pb_grpc.AgentServicer):  # type: ignore[misc]
             abort(context, exc)
 
 
+class ClientIdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """mTLS authorisation in one place, for every RPC of every service on the server: the peer's
+    certificate (already verified against the CA by the TLS handshake) must name one of `allowed`
+    in its subject CN or a DNS subjectAltName (compared case-insensitively). Anyone else gets
+    PERMISSION_DENIED naming the identity it presented."""
+
+    def __init__(self, node: str, allowed: Collection[str]) -> None:
+        self.node = node
+        self.allowed = frozenset(a.lower() for a in allowed)
+
+    @staticmethod
+    def identities(context: grpc.ServicerContext) -> tuple[list[str], list[str]]:
+        """(common names, DNS subjectAltNames) of the peer certificate; empty without TLS."""
+        auth: Mapping[str, list[bytes]] = context.auth_context()  # type: ignore[assignment]
+
+        def values(key: str) -> list[str]:
+            return [v.decode("utf-8", "replace") for v in auth.get(key, [])]
+
+        return values("x509_common_name"), values("peer_dns")
+
+    def check(self, context: grpc.ServicerContext) -> None:
+        cns, dns = self.identities(context)
+        if self.allowed & {n.lower() for n in cns + dns}:
+            return
+        if not cns and not dns:
+            who = "a peer without a client certificate"
+        else:
+            who = "client certificate " + ", ".join(
+                [f"CN={n!r}" for n in cns] + [f"DNS={n!r}" for n in dns if n not in cns]
+            )
+        log.warning(
+            "refused %s from %s: not in tls.allowed_clients (%s)",
+            who,
+            context.peer(),
+            ", ".join(sorted(self.allowed)),
+        )
+        context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"node {self.node}: {who} is not allowed to use this agent "
+            "(add its name to tls.allowed_clients in the agent config)",
+        )
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        for behavior, make in (
+            (handler.unary_unary, grpc.unary_unary_rpc_method_handler),
+            (handler.unary_stream, grpc.unary_stream_rpc_method_handler),
+            (handler.stream_unary, grpc.stream_unary_rpc_method_handler),
+            (handler.stream_stream, grpc.stream_stream_rpc_method_handler),
+        ):
+            if behavior is not None:
+                return make(
+                    self._guard(behavior),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler
+
+    def _guard(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            self.check(context)  # raises (aborts the RPC) for a peer that is not allowed
+            return behavior(request, context)
+
+        return guarded
+
+
 _DONE = object()
 
 
@@ -196,11 +268,21 @@ def build_server(
     address: str,
     *,
     credentials: grpc.ServerCredentials | None = None,
+    allowed_clients: Collection[str] | None = None,
     max_workers: int = 16,
 ) -> tuple[grpc.Server, int]:
-    """A started-ready (not started) server with the agent and health services. Returns (server, port)."""
+    """A started-ready (not started) server with the agent and health services. Returns (server, port).
+
+    With `allowed_clients` (needs `credentials` that require a client certificate), every RPC is
+    refused with PERMISSION_DENIED unless the peer certificate names one of them."""
+    interceptors: list[grpc.ServerInterceptor[Any, Any]] = []
+    if allowed_clients is not None:
+        if credentials is None:
+            raise ValueError("allowed_clients needs TLS credentials (client certificates)")
+        interceptors.append(ClientIdentityInterceptor(agent.node, allowed_clients))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="agent-rpc"),
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -3,6 +3,7 @@ classes reach the CLI's formatting)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,11 @@ def to_dict(msg: Message) -> dict[str, Any]:
 
 
 class ControlClient:
-    def __init__(self, socket: Path, *, timeout: float = 60.0) -> None:
+    def __init__(self, socket: Path, *, timeout: float = 60.0, token: str | None = None) -> None:
         self.socket = socket
         self.timeout = timeout
+        # a tenant's API token: the daemon then shows and restores only that tenant's resources
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.channel = grpc.insecure_channel(f"unix:{socket}")
         self.stub = cpb_grpc.ControlStub(self.channel)
 
@@ -33,16 +36,19 @@ class ControlClient:
         self.channel.close()
 
     def _call(self, name: str, request: Message, timeout: float | None = None) -> dict[str, Any]:
+        self._check_socket()
+        try:
+            reply = getattr(self.stub, name)(request, timeout=timeout or self.timeout, metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, where=f"daemon {name}") from None
+        return to_dict(reply)
+
+    def _check_socket(self) -> None:
         if not self.socket.exists():
             raise Unavailable(
                 f"the daemon is not running: no control socket at {self.socket} "
                 "(start it with `reconciler daemon -c FILE`, or pass --socket / RECONCILER_STATE_DIR)"
             )
-        try:
-            reply = getattr(self.stub, name)(request, timeout=timeout or self.timeout)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err, where=f"daemon {name}") from None
-        return to_dict(reply)
 
     def status(self) -> dict[str, Any]:
         return self._call("GetStatus", cpb.GetStatusRequest())
@@ -53,8 +59,32 @@ class ControlClient:
     def reload(self) -> dict[str, Any]:
         return self._call("Reload", cpb.ReloadRequest())
 
-    def list_sets(self, scope: str = "") -> list[dict[str, Any]]:
-        return list(self._call("ListSnapshotSets", cpb.ListSnapshotSetsRequest(scope=scope)).get("sets", []))
+    def list_sets(self, scope: str = "", *, with_usage: bool = False) -> list[dict[str, Any]]:
+        req = cpb.ListSnapshotSetsRequest(scope=scope, with_usage=with_usage)
+        return list(self._call("ListSnapshotSets", req, timeout=3600.0).get("sets", []))
+
+    def update_set(
+        self, set_id: str, action: str, *, unlock_wait_s: int = 0, expires: datetime | None = None,
+        never_expire: bool = False, tenant: str = "",
+    ) -> dict[str, Any]:
+        req = cpb.UpdateSnapshotSetRequest(
+            set_id=set_id, action=action, unlock_wait_s=unlock_wait_s, never_expire=never_expire, tenant=tenant
+        )
+        set_ts(req, "expires", expires)
+        return self._call("UpdateSnapshotSet", req)
+
+    def list_files(self, set_id: str, resource: str, *, volume: str = "", prefix: str = "", limit: int = 0) -> dict[str, Any]:
+        req = cpb.ListSetFilesRequest(set_id=set_id, resource=resource, volume=volume, prefix=prefix, limit=limit)
+        return self._call("ListFiles", req, timeout=600.0)
+
+    def restore(self, **fields: Any) -> Iterator[dict[str, Any]]:
+        """Events of a restore as dicts: {"plan": ...}, then {"progress": ...}*, then {"result": ...}."""
+        self._check_socket()
+        try:
+            for ev in self.stub.Restore(cpb.SetRestoreRequest(**fields), timeout=24 * 3600.0, metadata=self.metadata):
+                yield to_dict(ev)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, where="daemon Restore") from None
 
     def create_set(
         self,

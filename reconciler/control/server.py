@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
 from .. import __version__
+from ..backends.base import ProgressEvent
 from ..domain import Action, ActionKind, Keep, Plan, SnapshotSet
+from ..errors import PermissionDenied
+from ..restore import RestorePlan, RestoreRequest, exposed_to
 from ..serde import from_ts, set_ts
 from ..transport.status import abort
 from ..v1 import control_pb2 as cpb
@@ -38,6 +47,9 @@ def set_to_pb(s: SnapshotSet) -> cpb.SnapshotSet:
         immutable=s.immutable.value,
         holds=sorted(s.holds),
         expected_members=s.expected_members,
+        exposed_to=sorted(exposed_to(s)),
+        logical_bytes=sum(m.snapshot.logical_bytes for m in s.members),
+        unique_bytes=sum(m.snapshot.unique_bytes for m in s.members),
         members=[
             cpb.SetMember(
                 node=m.node,
@@ -53,6 +65,8 @@ def set_to_pb(s: SnapshotSet) -> cpb.SnapshotSet:
     set_ts(out, "slot", s.slot)
     set_ts(out, "created", s.created)
     set_ts(out, "expires", s.expires)
+    unlocks = [m.snapshot.unlock_at for m in s.members if m.snapshot.unlock_at is not None]
+    set_ts(out, "unlock_at", max(unlocks, default=None))
     return out
 
 
@@ -88,49 +102,83 @@ def plan_to_pb(p: Plan) -> cpb.PlanResponse:
     return out
 
 
+def tenant_of(daemon: Daemon, context: grpc.ServicerContext) -> str | None:
+    """The tenant a request acts for (from `authorization: Bearer <token>`), or None for the provider.
+
+    A token that matches no tenant is refused rather than treated as the provider."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            token = text.removeprefix("Bearer ").strip()
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            for name, t in daemon.state().config.tenants.items():
+                if t.api_token_sha256 and hmac.compare_digest(t.api_token_sha256, digest):
+                    return name
+            raise PermissionDenied("the API token matches no tenant")
+    return None
+
+
+def _provider_only(tenant: str | None, what: str) -> None:
+    if tenant is not None:
+        raise PermissionDenied(f"tenant {tenant} may not {what}")
+
+
+_T = TypeVar("_T")
+
+
+def _guard(context: grpc.ServicerContext, fn: Callable[[], _T]) -> _T:
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - every error becomes a status with a clear message
+        abort(context, exc)
+        raise
+
+
 class ControlService(cpb_grpc.ControlServicer):  # type: ignore[misc]
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
-    def GetStatus(
-        self, request: cpb.GetStatusRequest, context: grpc.ServicerContext
-    ) -> cpb.GetStatusResponse:
-        try:
+    def _tenant(self, context: grpc.ServicerContext) -> str | None:
+        return tenant_of(self.daemon, context)
+
+    def GetStatus(self, request: cpb.GetStatusRequest, context: grpc.ServicerContext) -> cpb.GetStatusResponse:
+        def run() -> cpb.GetStatusResponse:
+            _provider_only(self._tenant(context), "read the daemon status")
             return status_to_pb(self.daemon)
-        except Exception as exc:  # noqa: BLE001
-            abort(context, exc)
-            raise
+
+        return _guard(context, run)
 
     def Plan(self, request: cpb.PlanRequest, context: grpc.ServicerContext) -> cpb.PlanResponse:
-        try:
+        def run() -> cpb.PlanResponse:
+            _provider_only(self._tenant(context), "read the plan")
             return plan_to_pb(self.daemon.compute_plan())
-        except Exception as exc:  # noqa: BLE001
-            abort(context, exc)
-            raise
+
+        return _guard(context, run)
 
     def Reload(self, request: cpb.ReloadRequest, context: grpc.ServicerContext) -> cpb.ReloadResponse:
-        try:
+        def run() -> cpb.ReloadResponse:
+            _provider_only(self._tenant(context), "reload the config")
             errors = self.daemon.reload()
             return cpb.ReloadResponse(ok=not errors, errors=errors, config_path=str(self.daemon.config_path))
-        except Exception as exc:  # noqa: BLE001
-            abort(context, exc)
-            raise
+
+        return _guard(context, run)
 
     def ListSnapshotSets(
         self, request: cpb.ListSnapshotSetsRequest, context: grpc.ServicerContext
     ) -> cpb.ListSnapshotSetsResponse:
-        try:
-            return cpb.ListSnapshotSetsResponse(
-                sets=[set_to_pb(s) for s in self.daemon.list_sets(request.scope)]
-            )
-        except Exception as exc:  # noqa: BLE001
-            abort(context, exc)
-            raise
+        def run() -> cpb.ListSnapshotSetsResponse:
+            sets = self.daemon.list_sets(request.scope, tenant=self._tenant(context), with_usage=request.with_usage)
+            return cpb.ListSnapshotSetsResponse(sets=[set_to_pb(s) for s in sets])
+
+        return _guard(context, run)
 
     def CreateSnapshotSet(
         self, request: cpb.CreateManualSetRequest, context: grpc.ServicerContext
     ) -> cpb.CreateManualSetResponse:
-        try:
+        def run() -> cpb.CreateManualSetResponse:
+            tenant = self._tenant(context)
+            if tenant is not None:
+                self._check_tenant_scope(tenant, request.scope)
             s = self.daemon.create_manual(
                 scope=request.scope,
                 request_id=request.request_id,
@@ -142,19 +190,100 @@ class ControlService(cpb_grpc.ControlServicer):  # type: ignore[misc]
                 quiesce=request.quiesce,
             )
             return cpb.CreateManualSetResponse(set=set_to_pb(s))
-        except Exception as exc:  # noqa: BLE001
-            abort(context, exc)
-            raise
+
+        return _guard(context, run)
+
+    def _check_tenant_scope(self, tenant: str, scope: str) -> None:
+        config = self.daemon.state().config
+        kind, _, name = scope.partition(":")
+        if kind == "tenant" and name == tenant:
+            return
+        if kind == "resource" and name in config.resources and config.resources[name].tenant == tenant:
+            return
+        raise PermissionDenied(f"tenant {tenant} may not snapshot scope {scope}")
 
     def DeleteSnapshotSet(
         self, request: cpb.DeleteSnapshotSetRequest, context: grpc.ServicerContext
     ) -> cpb.DeleteSnapshotSetResponse:
-        try:
+        def run() -> cpb.DeleteSnapshotSetResponse:
+            tenant = self._tenant(context)
+            if tenant is not None:
+                s = self.daemon.get_set(request.set_id, tenant=tenant)
+                self._check_tenant_scope(tenant, s.scope)
             errors = self.daemon.delete_set(request.set_id)
             return cpb.DeleteSnapshotSetResponse(deleted=not errors, errors=errors)
-        except Exception as exc:  # noqa: BLE001
-            abort(context, exc)
-            raise
+
+        return _guard(context, run)
+
+    def UpdateSnapshotSet(self, request: cpb.UpdateSnapshotSetRequest, context: grpc.ServicerContext) -> cpb.SnapshotSet:
+        def run() -> cpb.SnapshotSet:
+            _provider_only(self._tenant(context), "change snapshot sets")
+            s = self.daemon.update_set(
+                request.set_id,
+                request.action,
+                unlock_wait=timedelta(seconds=request.unlock_wait_s) if request.unlock_wait_s else None,
+                expires=from_ts(request, "expires"),
+                never_expire=request.never_expire,
+                tenant_name=request.tenant,
+            )
+            return set_to_pb(s)
+
+        return _guard(context, run)
+
+    def ListFiles(self, request: cpb.ListSetFilesRequest, context: grpc.ServicerContext) -> cpb.ListSetFilesResponse:
+        def run() -> cpb.ListSetFilesResponse:
+            ref, files, truncated = self.daemon.list_files(
+                request.set_id, request.resource, request.volume, request.prefix, request.limit,
+                tenant=self._tenant(context),
+            )
+            return cpb.ListSetFilesResponse(
+                node=ref.node, pool=ref.pool, volume=ref.volume, truncated=truncated,
+                files=[cpb.SetFile(path=f.path, kind=f.kind, size=f.size, mode=f.mode, mtime=f.mtime) for f in files],
+            )
+
+        return _guard(context, run)
+
+    def Restore(self, request: cpb.SetRestoreRequest, context: grpc.ServicerContext) -> Iterator[cpb.RestoreEvent]:
+        """Plan first, then progress, then the result; the restore runs to its end even if the
+        client disconnects (each volume is swapped atomically, stopping halfway helps nobody)."""
+        events: queue.Queue[cpb.RestoreEvent | None] = queue.Queue()
+        failure: list[BaseException] = []
+        req = RestoreRequest(
+            set_id=request.set_id, level=request.level, name=request.name, mode=request.mode or "to_new",
+            new_name=request.new_name, confirm=request.confirm, skip_safety_snapshot=request.skip_safety_snapshot,
+            with_settings=request.with_settings, paths=tuple(request.paths), volume=request.volume,
+            dry_run=request.dry_run,
+        )
+
+        def on_plan(plan: RestorePlan) -> None:
+            events.put(cpb.RestoreEvent(plan=cpb.RestorePlan(
+                summary=plan.summary, safety_snapshot=plan.safety_snapshot, warnings=list(plan.warnings),
+                steps=[cpb.RestoreStep(node=st.ref.node, pool=st.ref.pool, volume=st.ref.volume, target=st.target,
+                                       what=st.what) for st in plan.steps],
+            )))
+
+        def progress(volume: str, ev: ProgressEvent) -> None:
+            events.put(cpb.RestoreEvent(progress=cpb.RestoreProgress(
+                phase=ev.phase, done=ev.done, total=ev.total, unit=ev.unit, message=ev.message, volume=volume,
+            )))
+
+        def work() -> None:
+            try:
+                out = self.daemon.restore(req, on_plan=on_plan, progress=progress, tenant=self._tenant(context))
+                events.put(cpb.RestoreEvent(result=cpb.RestoreResult(
+                    ok=out.ok, message=out.message, safety_set_id=out.safety_set_id, volumes=out.volumes,
+                    settings_file=out.settings_file, errors=out.errors,
+                )))
+            except BaseException as exc:  # noqa: BLE001 - sent to the client below
+                failure.append(exc)
+            finally:
+                events.put(None)
+
+        threading.Thread(target=work, name="restore", daemon=True).start()
+        while (ev := events.get()) is not None:
+            yield ev
+        if failure:
+            abort(context, failure[0])
 
 
 def status_to_pb(d: Daemon) -> cpb.GetStatusResponse:

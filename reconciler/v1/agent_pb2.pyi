@@ -86,10 +86,12 @@ class SpaceUsage(_message.Message):
     def __init__(self, logical_bytes: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., unique_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
 
 class ListVolumesRequest(_message.Message):
-    __slots__ = ("pool",)
+    __slots__ = ("pool", "names")
     POOL_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
     pool: str
-    def __init__(self, pool: _Optional[str] = ...) -> None: ...
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pool: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VolumeInfo(_message.Message):
     __slots__ = ("pool", "volume", "logical_bytes")
@@ -118,14 +120,23 @@ class QuiesceHooks(_message.Message):
     def __init__(self, freeze: _Optional[_Iterable[str]] = ..., thaw: _Optional[_Iterable[str]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class SnapshotTarget(_message.Message):
-    __slots__ = ("pool", "volume", "resource")
+    __slots__ = ("pool", "volume", "resource", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     POOL_FIELD_NUMBER: _ClassVar[int]
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     pool: str
     volume: str
     resource: str
-    def __init__(self, pool: _Optional[str] = ..., volume: _Optional[str] = ..., resource: _Optional[str] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, pool: _Optional[str] = ..., volume: _Optional[str] = ..., resource: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class QuiesceGroup(_message.Message):
     __slots__ = ("resource", "hooks")
@@ -266,20 +277,31 @@ class DeleteSnapshotsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[DeleteResult, _Mapping]]] = ...) -> None: ...
 
 class SnapshotUpdate(_message.Message):
-    __slots__ = ("ref", "fields", "expires", "add_holds", "remove_holds", "unlock_delay_s")
+    __slots__ = ("ref", "fields", "expires", "add_holds", "remove_holds", "unlock_delay_s", "set_labels", "remove_labels")
+    class SetLabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REF_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_FIELD_NUMBER: _ClassVar[int]
     ADD_HOLDS_FIELD_NUMBER: _ClassVar[int]
     REMOVE_HOLDS_FIELD_NUMBER: _ClassVar[int]
     UNLOCK_DELAY_S_FIELD_NUMBER: _ClassVar[int]
+    SET_LABELS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_LABELS_FIELD_NUMBER: _ClassVar[int]
     ref: SnapshotRef
     fields: _containers.RepeatedScalarFieldContainer[str]
     expires: _timestamp_pb2.Timestamp
     add_holds: _containers.RepeatedScalarFieldContainer[str]
     remove_holds: _containers.RepeatedScalarFieldContainer[str]
     unlock_delay_s: int
-    def __init__(self, ref: _Optional[_Union[SnapshotRef, _Mapping]] = ..., fields: _Optional[_Iterable[str]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., add_holds: _Optional[_Iterable[str]] = ..., remove_holds: _Optional[_Iterable[str]] = ..., unlock_delay_s: _Optional[int] = ...) -> None: ...
+    set_labels: _containers.ScalarMap[str, str]
+    remove_labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ref: _Optional[_Union[SnapshotRef, _Mapping]] = ..., fields: _Optional[_Iterable[str]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., add_holds: _Optional[_Iterable[str]] = ..., remove_holds: _Optional[_Iterable[str]] = ..., unlock_delay_s: _Optional[int] = ..., set_labels: _Optional[_Mapping[str, str]] = ..., remove_labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateSnapshotsRequest(_message.Message):
     __slots__ = ("updates",)

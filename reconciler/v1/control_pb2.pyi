@@ -206,7 +206,7 @@ class SetMember(_message.Message):
     def __init__(self, node: _Optional[str] = ..., pool: _Optional[str] = ..., volume: _Optional[str] = ..., resource: _Optional[str] = ..., logical_bytes: _Optional[int] = ..., unique_bytes: _Optional[int] = ...) -> None: ...
 
 class SnapshotSet(_message.Message):
-    __slots__ = ("set_id", "name", "scope", "kind", "profile", "period", "slot", "created", "expires", "description", "complete", "quiesced", "private", "immutable", "holds", "members", "expected_members")
+    __slots__ = ("set_id", "name", "scope", "kind", "profile", "period", "slot", "created", "expires", "description", "complete", "quiesced", "private", "immutable", "holds", "members", "expected_members", "unlock_at", "exposed_to", "logical_bytes", "unique_bytes")
     SET_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +224,10 @@ class SnapshotSet(_message.Message):
     HOLDS_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    UNLOCK_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPOSED_TO_FIELD_NUMBER: _ClassVar[int]
+    LOGICAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_BYTES_FIELD_NUMBER: _ClassVar[int]
     set_id: str
     name: str
     scope: str
@@ -241,13 +245,19 @@ class SnapshotSet(_message.Message):
     holds: _containers.RepeatedScalarFieldContainer[str]
     members: _containers.RepeatedCompositeFieldContainer[SetMember]
     expected_members: int
-    def __init__(self, set_id: _Optional[str] = ..., name: _Optional[str] = ..., scope: _Optional[str] = ..., kind: _Optional[str] = ..., profile: _Optional[str] = ..., period: _Optional[str] = ..., slot: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ..., complete: _Optional[bool] = ..., quiesced: _Optional[bool] = ..., private: _Optional[bool] = ..., immutable: _Optional[str] = ..., holds: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[SetMember, _Mapping]]] = ..., expected_members: _Optional[int] = ...) -> None: ...
+    unlock_at: _timestamp_pb2.Timestamp
+    exposed_to: _containers.RepeatedScalarFieldContainer[str]
+    logical_bytes: int
+    unique_bytes: int
+    def __init__(self, set_id: _Optional[str] = ..., name: _Optional[str] = ..., scope: _Optional[str] = ..., kind: _Optional[str] = ..., profile: _Optional[str] = ..., period: _Optional[str] = ..., slot: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ..., complete: _Optional[bool] = ..., quiesced: _Optional[bool] = ..., private: _Optional[bool] = ..., immutable: _Optional[str] = ..., holds: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[SetMember, _Mapping]]] = ..., expected_members: _Optional[int] = ..., unlock_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exposed_to: _Optional[_Iterable[str]] = ..., logical_bytes: _Optional[int] = ..., unique_bytes: _Optional[int] = ...) -> None: ...
 
 class ListSnapshotSetsRequest(_message.Message):
-    __slots__ = ("scope",)
+    __slots__ = ("scope", "with_usage")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
+    WITH_USAGE_FIELD_NUMBER: _ClassVar[int]
     scope: str
-    def __init__(self, scope: _Optional[str] = ...) -> None: ...
+    with_usage: bool
+    def __init__(self, scope: _Optional[str] = ..., with_usage: _Optional[bool] = ...) -> None: ...
 
 class ListSnapshotSetsResponse(_message.Message):
     __slots__ = ("sets",)
@@ -294,3 +304,155 @@ class DeleteSnapshotSetResponse(_message.Message):
     deleted: bool
     errors: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, deleted: _Optional[bool] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateSnapshotSetRequest(_message.Message):
+    __slots__ = ("set_id", "action", "unlock_wait_s", "expires", "never_expire", "tenant")
+    SET_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    UNLOCK_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    NEVER_EXPIRE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    set_id: str
+    action: str
+    unlock_wait_s: int
+    expires: _timestamp_pb2.Timestamp
+    never_expire: bool
+    tenant: str
+    def __init__(self, set_id: _Optional[str] = ..., action: _Optional[str] = ..., unlock_wait_s: _Optional[int] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., never_expire: _Optional[bool] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class SetRestoreRequest(_message.Message):
+    __slots__ = ("set_id", "level", "name", "mode", "new_name", "confirm", "skip_safety_snapshot", "with_settings", "paths", "volume", "dry_run")
+    SET_ID_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NEW_NAME_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_FIELD_NUMBER: _ClassVar[int]
+    SKIP_SAFETY_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    WITH_SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    set_id: str
+    level: str
+    name: str
+    mode: str
+    new_name: str
+    confirm: bool
+    skip_safety_snapshot: bool
+    with_settings: bool
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    volume: str
+    dry_run: bool
+    def __init__(self, set_id: _Optional[str] = ..., level: _Optional[str] = ..., name: _Optional[str] = ..., mode: _Optional[str] = ..., new_name: _Optional[str] = ..., confirm: _Optional[bool] = ..., skip_safety_snapshot: _Optional[bool] = ..., with_settings: _Optional[bool] = ..., paths: _Optional[_Iterable[str]] = ..., volume: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class RestoreStep(_message.Message):
+    __slots__ = ("node", "pool", "volume", "target", "what")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    pool: str
+    volume: str
+    target: str
+    what: str
+    def __init__(self, node: _Optional[str] = ..., pool: _Optional[str] = ..., volume: _Optional[str] = ..., target: _Optional[str] = ..., what: _Optional[str] = ...) -> None: ...
+
+class RestorePlan(_message.Message):
+    __slots__ = ("summary", "steps", "safety_snapshot", "warnings")
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    summary: str
+    steps: _containers.RepeatedCompositeFieldContainer[RestoreStep]
+    safety_snapshot: bool
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, summary: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[RestoreStep, _Mapping]]] = ..., safety_snapshot: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RestoreResult(_message.Message):
+    __slots__ = ("ok", "message", "safety_set_id", "volumes", "settings_file", "errors")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_SET_ID_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FILE_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    message: str
+    safety_set_id: str
+    volumes: _containers.RepeatedScalarFieldContainer[str]
+    settings_file: str
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ok: _Optional[bool] = ..., message: _Optional[str] = ..., safety_set_id: _Optional[str] = ..., volumes: _Optional[_Iterable[str]] = ..., settings_file: _Optional[str] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RestoreEvent(_message.Message):
+    __slots__ = ("plan", "progress", "result")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    plan: RestorePlan
+    progress: RestoreProgress
+    result: RestoreResult
+    def __init__(self, plan: _Optional[_Union[RestorePlan, _Mapping]] = ..., progress: _Optional[_Union[RestoreProgress, _Mapping]] = ..., result: _Optional[_Union[RestoreResult, _Mapping]] = ...) -> None: ...
+
+class RestoreProgress(_message.Message):
+    __slots__ = ("phase", "done", "total", "unit", "message", "volume")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    phase: str
+    done: int
+    total: int
+    unit: str
+    message: str
+    volume: str
+    def __init__(self, phase: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., unit: _Optional[str] = ..., message: _Optional[str] = ..., volume: _Optional[str] = ...) -> None: ...
+
+class ListSetFilesRequest(_message.Message):
+    __slots__ = ("set_id", "resource", "volume", "prefix", "limit")
+    SET_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    set_id: str
+    resource: str
+    volume: str
+    prefix: str
+    limit: int
+    def __init__(self, set_id: _Optional[str] = ..., resource: _Optional[str] = ..., volume: _Optional[str] = ..., prefix: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SetFile(_message.Message):
+    __slots__ = ("path", "kind", "size", "mode", "mtime")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    kind: str
+    size: int
+    mode: int
+    mtime: float
+    def __init__(self, path: _Optional[str] = ..., kind: _Optional[str] = ..., size: _Optional[int] = ..., mode: _Optional[int] = ..., mtime: _Optional[float] = ...) -> None: ...
+
+class ListSetFilesResponse(_message.Message):
+    __slots__ = ("node", "pool", "volume", "files", "truncated")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    pool: str
+    volume: str
+    files: _containers.RepeatedCompositeFieldContainer[SetFile]
+    truncated: bool
+    def __init__(self, node: _Optional[str] = ..., pool: _Optional[str] = ..., volume: _Optional[str] = ..., files: _Optional[_Iterable[_Union[SetFile, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...

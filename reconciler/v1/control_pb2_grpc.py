@@ -64,6 +64,21 @@ class ControlStub:
                 request_serializer=reconciler_dot_v1_dot_control__pb2.DeleteSnapshotSetRequest.SerializeToString,
                 response_deserializer=reconciler_dot_v1_dot_control__pb2.DeleteSnapshotSetResponse.FromString,
                 _registered_method=True)
+        self.UpdateSnapshotSet = channel.unary_unary(
+                '/reconciler.v1.Control/UpdateSnapshotSet',
+                request_serializer=reconciler_dot_v1_dot_control__pb2.UpdateSnapshotSetRequest.SerializeToString,
+                response_deserializer=reconciler_dot_v1_dot_control__pb2.SnapshotSet.FromString,
+                _registered_method=True)
+        self.Restore = channel.unary_stream(
+                '/reconciler.v1.Control/Restore',
+                request_serializer=reconciler_dot_v1_dot_control__pb2.SetRestoreRequest.SerializeToString,
+                response_deserializer=reconciler_dot_v1_dot_control__pb2.RestoreEvent.FromString,
+                _registered_method=True)
+        self.ListFiles = channel.unary_unary(
+                '/reconciler.v1.Control/ListFiles',
+                request_serializer=reconciler_dot_v1_dot_control__pb2.ListSetFilesRequest.SerializeToString,
+                response_deserializer=reconciler_dot_v1_dot_control__pb2.ListSetFilesResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -107,6 +122,28 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateSnapshotSet(self, request, context):
+        """Lock, unlock (starts the wait), change expiry, expose to a tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Restore(self, request, context):
+        """Restore or clone out of a set. The first event is the plan (what will be done), then progress,
+        then the result. With dry_run only the plan is sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFiles(self, request, context):
+        """Files of one volume of a set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +176,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.DeleteSnapshotSet,
                     request_deserializer=reconciler_dot_v1_dot_control__pb2.DeleteSnapshotSetRequest.FromString,
                     response_serializer=reconciler_dot_v1_dot_control__pb2.DeleteSnapshotSetResponse.SerializeToString,
+            ),
+            'UpdateSnapshotSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSnapshotSet,
+                    request_deserializer=reconciler_dot_v1_dot_control__pb2.UpdateSnapshotSetRequest.FromString,
+                    response_serializer=reconciler_dot_v1_dot_control__pb2.SnapshotSet.SerializeToString,
+            ),
+            'Restore': grpc.unary_stream_rpc_method_handler(
+                    servicer.Restore,
+                    request_deserializer=reconciler_dot_v1_dot_control__pb2.SetRestoreRequest.FromString,
+                    response_serializer=reconciler_dot_v1_dot_control__pb2.RestoreEvent.SerializeToString,
+            ),
+            'ListFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFiles,
+                    request_deserializer=reconciler_dot_v1_dot_control__pb2.ListSetFilesRequest.FromString,
+                    response_serializer=reconciler_dot_v1_dot_control__pb2.ListSetFilesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +355,87 @@ class Control:
             '/reconciler.v1.Control/DeleteSnapshotSet',
             reconciler_dot_v1_dot_control__pb2.DeleteSnapshotSetRequest.SerializeToString,
             reconciler_dot_v1_dot_control__pb2.DeleteSnapshotSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSnapshotSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reconciler.v1.Control/UpdateSnapshotSet',
+            reconciler_dot_v1_dot_control__pb2.UpdateSnapshotSetRequest.SerializeToString,
+            reconciler_dot_v1_dot_control__pb2.SnapshotSet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Restore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/reconciler.v1.Control/Restore',
+            reconciler_dot_v1_dot_control__pb2.SetRestoreRequest.SerializeToString,
+            reconciler_dot_v1_dot_control__pb2.RestoreEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reconciler.v1.Control/ListFiles',
+            reconciler_dot_v1_dot_control__pb2.ListSetFilesRequest.SerializeToString,
+            reconciler_dot_v1_dot_control__pb2.ListSetFilesResponse.FromString,
             options,
             channel_credentials,
             insecure,

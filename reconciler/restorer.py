@@ -1,0 +1,159 @@
+"""Execute a restore plan against the agents: safety snapshot first, then every node in parallel.
+
+Each volume is swapped atomically by its agent; a failure on one volume is reported with the
+others' results, and the safety set stays so the operator can go back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from .agent.api import CreateSetRequest, SnapshotKey, Target
+from .agent.client import AgentClient
+from .backends.base import ProgressEvent
+from .domain import (
+    LABEL_EXPECTED,
+    LABEL_KIND,
+    LABEL_PRIVATE,
+    LABEL_SCOPE,
+    SetKind,
+    SnapshotSet,
+    VolumeRef,
+)
+from .errors import ReconcilerError, Unavailable
+from .restore import RestorePlan, RestoreStep
+
+log = logging.getLogger(__name__)
+
+SAFETY_RETENTION = timedelta(days=7)
+ProgressCb = Callable[[str, ProgressEvent], None]  # (volume key, event)
+
+
+@dataclass
+class RestoreOutcome:
+    ok: bool
+    message: str
+    safety_set_id: str = ""
+    volumes: list[str] = field(default_factory=list)
+    settings_file: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def existing_targets(plan: RestorePlan, clients: Mapping[str, AgentClient]) -> list[VolumeRef]:
+    """Which of the volumes a to-new restore would write exist already (asked of the agents)."""
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for st in plan.steps:
+        if st.target != st.ref.volume:
+            wanted.setdefault((st.ref.node, st.ref.pool), []).append(st.target)
+    out: list[VolumeRef] = []
+    for (node, pool), names in wanted.items():
+        client = clients.get(node)
+        if client is None:
+            raise Unavailable(f"node {node} is not connected")
+        out.extend(VolumeRef(node, p, v) for p, v, _ in client.list_volumes(pool, names))
+    return out
+
+
+def take_safety_set(
+    s: SnapshotSet, steps: tuple[RestoreStep, ...], clients: Mapping[str, AgentClient], now: datetime
+) -> str:
+    """One safety set of every volume about to be overwritten, on all nodes, before anything changes."""
+    set_id = f"safety-{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+    labels = {
+        LABEL_SCOPE: s.scope,
+        LABEL_KIND: SetKind.SAFETY.value,
+        LABEL_EXPECTED: str(len(steps)),
+        LABEL_PRIVATE: "true" if s.private else "false",
+        "restored_from": s.set_id,
+    }
+    by_node: dict[str, list[RestoreStep]] = {}
+    for st in steps:
+        by_node.setdefault(st.ref.node, []).append(st)
+
+    def one(node: str) -> None:
+        targets = tuple(Target(st.ref.pool, st.ref.volume, st.member.snapshot.labels.get("resource", ""))
+                        for st in by_node[node])
+        clients[node].create_set(CreateSetRequest(
+            set_id=set_id, name=f"safety before restoring {s.set_id}", targets=targets, created=now,
+            labels=labels, expires=now + SAFETY_RETENTION,
+        ))
+
+    _parallel(sorted(by_node), one)  # any failure raises: no safety set, no restore
+    return set_id
+
+
+def run_plan(
+    plan: RestorePlan,
+    s: SnapshotSet,
+    clients: Mapping[str, AgentClient],
+    *,
+    now: datetime,
+    progress: ProgressCb,
+    settings_dir: Path,
+) -> RestoreOutcome:
+    missing = sorted({st.ref.node for st in plan.steps} - set(clients))
+    if missing:
+        raise Unavailable(f"node(s) {', '.join(missing)} not connected; nothing was restored")
+    safety = ""
+    if plan.safety_snapshot:
+        progress("", ProgressEvent(phase="safety snapshot", message=f"{len(plan.steps)} volume(s)"))
+        safety = take_safety_set(s, plan.steps, clients, now)
+    req = plan.request
+    by_node: dict[str, list[RestoreStep]] = {}
+    for st in plan.steps:
+        by_node.setdefault(st.ref.node, []).append(st)
+    done: list[str] = []
+    errors: list[str] = []
+
+    def one(node: str) -> None:
+        client = clients[node]
+        for st in by_node[node]:
+            key = SnapshotKey(s.set_id, st.ref.pool, st.ref.volume)
+            vol = f"{node}/{st.ref.pool}/{st.target}"
+
+            def cb(ev: ProgressEvent, vol: str = vol) -> None:
+                progress(vol, ev)
+
+            try:
+                if req.mode == "clone" and req.level != "files":
+                    client.clone(key, st.target, progress=cb)
+                elif st.target == st.ref.volume:
+                    client.restore(key, skip_safety_snapshot=True, paths=req.paths, progress=cb)
+                else:
+                    client.restore(key, new_volume=st.target, paths=req.paths, progress=cb)
+                done.append(vol)
+                log.info("restore: %s (%s)", st.what, plan.summary,
+                         extra={"set_id": s.set_id, "node": node, "action": "restore", "scope": s.scope})
+            except ReconcilerError as exc:
+                errors.append(f"{vol}: {exc}")
+                log.error("restore of %s failed: %s", vol, exc, extra={"set_id": s.set_id, "node": node})
+
+    _parallel(sorted(by_node), one)
+    settings_file = ""
+    if plan.settings:
+        settings_dir.mkdir(parents=True, exist_ok=True)
+        path = settings_dir / f"{s.set_id}-{req.name or 'system'}.json"
+        path.write_text(json.dumps({r: json.loads(v) for r, v in plan.settings.items()}, indent=2) + "\n")
+        settings_file = str(path)
+    ok = not errors
+    msg = (f"{plan.summary}: done" if ok else
+           f"{plan.summary}: {len(errors)} of {len(plan.steps)} volume(s) failed"
+           + (f"; the safety set {safety} holds the content from before" if safety else ""))
+    return RestoreOutcome(ok, msg, safety, sorted(done), settings_file, errors)
+
+
+def _parallel(nodes: list[str], fn: Callable[[str], None]) -> None:
+    if len(nodes) <= 1:
+        for n in nodes:
+            fn(n)
+        return
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes)), thread_name_prefix="restore") as pool:
+        for f in [pool.submit(fn, n) for n in nodes]:
+            f.result()

@@ -1,0 +1,226 @@
+"""Restores, clones, single files, tenants and immutability through the real CLI and daemon."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import DaemonProcess, cli, cli_json, write
+
+TOKEN_ACME = "acme-secret-token"
+TOKEN_BETA = "beta-secret-token"
+
+CONFIG = f"""\
+version: 1
+nodes:
+  local:
+    embedded: true
+    pools:
+      main: {{type: chunkstore, path: ./pool, create: true}}
+tenants:
+  acme: {{api_token_sha256: {hashlib.sha256(TOKEN_ACME.encode()).hexdigest()}}}
+  beta: {{api_token_sha256: {hashlib.sha256(TOKEN_BETA.encode()).hexdigest()}}}
+resources:
+  web:
+    kind: vm
+    volumes: [vms/web/disk0, vms/web/disk1]
+    tenant: acme
+    tags: [web]
+  files:
+    kind: nas_volume
+    volumes: [shares/files]
+    tenant: acme
+  other:
+    kind: nas_volume
+    volumes: [shares/other]
+    tenant: beta
+profiles:
+  never:
+    periods:
+      - {{name: yearly, frequency: yearly, month: 1, day_of_month: 1, retention: 1d}}
+system_snapshots:
+  full: {{type: full, profile: never}}
+  webonly: {{type: partial, include_tags: [web], profile: never}}
+"""
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> tuple[DaemonProcess, Path]:
+    pool = tmp_path / "pool"
+    write(pool / "vms/web/disk0/disk.img", "disk0-v1" * 1000)
+    write(pool / "vms/web/disk1/disk.img", "disk1-v1" * 1000)
+    write(pool / "shares/files/a.txt", "a-v1")
+    write(pool / "shares/files/dir/b.txt", "b-v1")
+    write(pool / "shares/other/o.txt", "o-v1")
+    cfg = write(tmp_path / "config.yaml", CONFIG)
+    with DaemonProcess(cfg, tmp_path / "state") as d:
+        yield d, pool  # type: ignore[misc]
+
+
+def snap(d: DaemonProcess, scope: str, *extra: str) -> str:
+    s = cli_json(d.state_dir, "snapshot", "create", scope, "--expires", "1d", *extra)
+    assert s["complete"], s
+    return str(s["set_id"])
+
+
+def restore(d: DaemonProcess, *args: str) -> dict[str, object]:
+    return cli_json(d.state_dir, "restore", *args)  # type: ignore[no-any-return]
+
+
+def test_resource_restore_to_new_and_over_source(env: tuple[DaemonProcess, Path]) -> None:
+    d, pool = env
+    set_id = snap(d, "system:full")
+    (pool / "vms/web/disk0/disk.img").write_text("disk0-v2")
+    before_live = tree(pool / "vms/web")
+
+    out = restore(d, "resource", "web", "--set", set_id)
+    assert out["result"]["ok"], out  # type: ignore[index]
+    plan = out["events"][0]["plan"]  # type: ignore[index]
+    assert "not added to the config" in plan["summary"]
+    assert (pool / "vms/web_restored/disk0/disk.img").read_text() == "disk0-v1" * 1000
+    assert (pool / "vms/web_restored/disk1/disk.img").read_text() == "disk1-v1" * 1000
+    assert tree(pool / "vms/web") == before_live  # restore to new never touches the source
+
+    # the same name again: refused before anything is written
+    r = cli(d.state_dir, "restore", "resource", "web", "--set", set_id)
+    assert r.returncode == 5 and "already exist" in r.stderr
+
+    # over the source: refused without confirmation, live data untouched
+    r = cli(d.state_dir, "restore", "resource", "web", "--set", set_id, "--over-source")
+    assert r.returncode == 5 and "--yes" in r.stderr
+    assert tree(pool / "vms/web") == before_live
+    out = restore(d, "resource", "web", "--set", set_id, "--over-source", "--yes")
+    res = out["result"]  # type: ignore[index]
+    assert res["ok"] and res["safety_set_id"]
+    assert (pool / "vms/web/disk0/disk.img").read_text() == "disk0-v1" * 1000
+    sets = {s["set_id"]: s for s in cli_json(d.state_dir, "snapshot", "list")}
+    safety = sets[res["safety_set_id"]]
+    assert safety["kind"] == "safety" and safety["complete"] and safety["expires"]
+
+    # a resource the set does not contain
+    partial = snap(d, "system:webonly")
+    r = cli(d.state_dir, "restore", "resource", "files", "--set", partial)
+    assert r.returncode == 3 and "does not contain resource 'files'" in r.stderr
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(env: tuple[DaemonProcess, Path]) -> None:
+    d, pool = env
+    set_id = snap(d, "resource:files")
+    r = cli(d.state_dir, "restore", "resource", "files", "--set", set_id, "--as", "copy", "--dry-run", check=True)
+    assert "write local/main/shares/files as new volume local/main/shares/copy" in r.stdout
+    assert not (pool / "shares/copy").exists()
+
+
+def test_tenant_restore_as_new_tenant_and_clone(env: tuple[DaemonProcess, Path]) -> None:
+    d, pool = env
+    set_id = snap(d, "system:full")
+    out = restore(d, "tenant", "acme", "--set", set_id, "--as", "acme2")
+    vols = out["result"]["volumes"]  # type: ignore[index]
+    assert sorted(vols) == ["local/main/shares/files_acme2", "local/main/vms/web/disk0_acme2",
+                            "local/main/vms/web/disk1_acme2"]
+    assert (pool / "shares/files_acme2/dir/b.txt").read_text() == "b-v1"
+    assert not (pool / "shares/other_acme2").exists()  # beta's resource is not part of it
+    out = cli_json(d.state_dir, "clone", "resource", "files", "--set", set_id)
+    assert out["result"]["ok"]
+    (pool / "shares/files_clone/a.txt").write_text("writable")  # a clone is a writable copy
+    assert (pool / "shares/files/a.txt").read_text() == "a-v1"
+
+
+def test_whole_system_restore_only_from_complete_full_sets(env: tuple[DaemonProcess, Path]) -> None:
+    d, pool = env
+    full = snap(d, "system:full")
+    partial = snap(d, "system:webonly")
+    r = cli(d.state_dir, "restore", "system", "--set", partial, "--yes")
+    assert r.returncode == 5 and "not a full system set" in r.stderr
+    r = cli(d.state_dir, "restore", "system", "--set", full)
+    assert r.returncode == 5 and "confirm with --yes" in r.stderr
+    for f in ("vms/web/disk0/disk.img", "shares/files/a.txt", "shares/other/o.txt"):
+        (pool / f).write_text("changed")
+    out = restore(d, "system", "--set", full, "--yes")
+    assert out["result"]["ok"] and out["result"]["safety_set_id"]  # type: ignore[index]
+    assert (pool / "shares/other/o.txt").read_text() == "o-v1"
+    assert (pool / "shares/files/a.txt").read_text() == "a-v1"
+    assert (pool / "vms/web/disk0/disk.img").read_text() == "disk0-v1" * 1000
+
+
+def test_single_files_list_and_restore(env: tuple[DaemonProcess, Path]) -> None:
+    d, pool = env
+    set_id = snap(d, "resource:files")
+    listing = cli_json(d.state_dir, "files", set_id, "files")
+    paths = {f["path"]: f for f in listing["files"]}
+    assert {"a.txt", "dir", "dir/b.txt"} <= set(paths)
+    assert paths["dir/b.txt"]["size"] == "4" or paths["dir/b.txt"]["size"] == 4
+    (pool / "shares/files/dir/b.txt").write_text("b-v2")
+    (pool / "shares/files/a.txt").write_text("a-v2")
+    out = restore(d, "files", "files", "dir/b.txt", "--set", set_id, "--over-source", "--yes")
+    assert out["result"]["ok"]  # type: ignore[index]
+    assert (pool / "shares/files/dir/b.txt").read_text() == "b-v1"
+    assert (pool / "shares/files/a.txt").read_text() == "a-v2"  # other files untouched
+    out = restore(d, "files", "files", "a.txt", "--set", set_id, "--as", "shares/rescued")
+    assert (pool / "shares/rescued/a.txt").read_text() == "a-v1"
+    r = cli(d.state_dir, "restore", "files", "files", "../../etc/passwd", "--set", set_id, "--as", "x")
+    assert r.returncode == 2 and "stay inside" in r.stderr
+
+
+def test_tenant_tokens_see_and_restore_only_their_own(env: tuple[DaemonProcess, Path]) -> None:
+    d, pool = env
+    full = snap(d, "system:full")  # provider set: private
+    acme_set = snap(d, "resource:files")
+    beta_set = snap(d, "resource:other")
+    acme = ("--token", TOKEN_ACME)
+    seen = {s["set_id"] for s in cli_json(d.state_dir, "snapshot", "list", *acme)}
+    assert acme_set in seen and beta_set not in seen and full not in seen
+    r = cli(d.state_dir, "restore", "resource", "other", "--set", beta_set, *acme)
+    assert r.returncode == 3  # another tenant's set is invisible
+    r = cli(d.state_dir, "restore", "resource", "other", "--set", full, *acme)
+    assert r.returncode == 3
+    # the provider exposes the system set: acme can restore its own resource out of it, not beta's
+    cli(d.state_dir, "snapshot", "expose", full, "--tenant", "acme", check=True)
+    assert full in {s["set_id"] for s in cli_json(d.state_dir, "snapshot", "list", *acme)}
+    out = cli_json(d.state_dir, "restore", "resource", "files", "--set", full, "--as", "mine", *acme)
+    assert out["result"]["ok"]
+    r = cli(d.state_dir, "restore", "resource", "other", "--set", full, *acme)
+    assert r.returncode == 6 and "does not belong to tenant acme" in r.stderr
+    r = cli(d.state_dir, "status", *acme)
+    assert r.returncode == 6
+    r = cli(d.state_dir, "status", "--token", "wrong")
+    assert r.returncode == 6 and "matches no tenant" in r.stderr
+    assert not (pool / "shares/other_restored").exists()
+
+
+def test_immutable_lock_unlock_states_and_settings(env: tuple[DaemonProcess, Path]) -> None:
+    d, _pool = env
+    set_id = snap(d, "resource:files", "--immutable")
+    r = cli(d.state_dir, "snapshot", "delete", set_id)
+    assert r.returncode == 5 and "immutable (locked)" in r.stderr
+    s = cli_json(d.state_dir, "snapshot", "unlock", set_id, "--wait", "1s")
+    # the embedded agent's floor (1 day) wins over a shorter wait
+    assert s["immutable"] == "unlocking" and s["unlock_at"]
+    r = cli(d.state_dir, "snapshot", "delete", set_id)
+    assert r.returncode == 5 and "unlocking" in r.stderr
+    human = cli(d.state_dir, "snapshot", "list", check=True).stdout
+    assert "unlocking" in human
+    s = cli_json(d.state_dir, "snapshot", "lock", set_id)
+    assert s["immutable"] == "locked"
+    out = restore(d, "resource", "files", "--set", set_id, "--with-settings", "--as", "withsettings")
+    settings = json.loads(Path(out["result"]["settings_file"]).read_text())  # type: ignore[index]
+    assert settings["files"]["kind"] == "nas_volume" and settings["files"]["tenant"] == "acme"
+
+
+def test_space_per_set(env: tuple[DaemonProcess, Path]) -> None:
+    d, pool = env
+    first = snap(d, "resource:web")
+    (pool / "vms/web/disk0/disk.img").write_bytes(bytes(range(256)) * 4096)
+    second = snap(d, "resource:web")
+    sets = {s["set_id"]: s for s in cli_json(d.state_dir, "snapshot", "list", "--usage")}
+    assert int(sets[first]["logical_bytes"]) == 16_000
+    assert int(sets[second]["unique_bytes"]) > int(sets[first]["unique_bytes"])
+    st = cli_json(d.state_dir, "status")
+    assert int(st["nodes"][0]["pools"][0]["stored_bytes"]) > 0
