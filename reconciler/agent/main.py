@@ -15,7 +15,7 @@ import grpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import sdnotify
-from ..config import PoolConfig, TLSConfig
+from ..config import ConfigPath, NonEmptyStr, PoolConfig
 from ..durations import parse_duration
 from ..errors import ConfigError, ReconcilerError
 from ..logs import setup_logging
@@ -26,13 +26,28 @@ from .server import build_server
 log = logging.getLogger(__name__)
 
 
+class AgentTLSConfig(BaseModel):
+    """The agent's side of mTLS: its own certificate, the CA its clients' certificates must chain
+    to, and which of those clients may talk to it at all."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ca: ConfigPath
+    cert: ConfigPath
+    key: ConfigPath
+    # Names a client certificate must carry (subject CN or a DNS subjectAltName) to be served:
+    # the daemon's name, plus the nodes that replicate to this one. Unset: any certificate from
+    # the CA (logged as a warning at startup); an empty list refuses everybody.
+    allowed_clients: list[NonEmptyStr] | None = None
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     node: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
     listen: str  # host:port, or unix:/path
     pools: dict[str, PoolConfig] = Field(min_length=1)
-    tls: TLSConfig | None = None
+    tls: AgentTLSConfig | None = None
     insecure: bool = False  # plain text: only on loopback or a unix socket, and only when asked for
     allow_hooks: bool = True
     unlock_floor: timedelta = timedelta(days=1)
@@ -64,6 +79,8 @@ def load_agent_config(path: Path) -> AgentConfig:
         errors.append(
             f"{path}: listen: no tls section; set tls (ca, cert, key) or insecure: true (loopback only)"
         )
+    if cfg.tls is not None and cfg.insecure:
+        errors.append(f"{path}: insecure: true together with a tls section; choose one")
     if cfg.tls is None and cfg.insecure and not _is_loopback(cfg.listen):
         errors.append(
             f"{path}: listen: insecure transport is only allowed on loopback or a unix socket, not {cfg.listen}"
@@ -73,7 +90,7 @@ def load_agent_config(path: Path) -> AgentConfig:
     return cfg
 
 
-def server_credentials(tls: TLSConfig) -> grpc.ServerCredentials:
+def server_credentials(tls: AgentTLSConfig) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials(
         [(Path(tls.key).read_bytes(), Path(tls.cert).read_bytes())],
         root_certificates=Path(tls.ca).read_bytes(),
@@ -99,8 +116,20 @@ def run_agent(config_path: Path, *, log_level: str = "info", log_format: str = "
     except ReconcilerError as exc:
         print(f"{config_path}: {exc}", file=sys.stderr)
         return 1
-    creds = server_credentials(cfg.tls) if cfg.tls is not None else None
-    server, port = build_server(agent, cfg.listen, credentials=creds)
+    allowed = cfg.tls.allowed_clients if cfg.tls is not None else None
+    if cfg.tls is not None and allowed is None:
+        log.warning(
+            "tls.allowed_clients is not set: any certificate signed by %s is accepted; "
+            "list the daemon's (and replicating nodes') names to restrict it",
+            cfg.tls.ca,
+        )
+    try:
+        creds = server_credentials(cfg.tls) if cfg.tls is not None else None
+        server, port = build_server(agent, cfg.listen, credentials=creds, allowed_clients=allowed)
+    except (OSError, ValueError, RuntimeError) as exc:  # unreadable certificate, address in use
+        print(f"{config_path}: cannot serve on {cfg.listen}: {exc}", file=sys.stderr)
+        agent.close()
+        return 1
     server.start()
     sdnotify.ready(f"node {cfg.node} on port {port}")
     watchdog = sdnotify.Watchdog(lambda: True)
