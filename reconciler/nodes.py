@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from .agent.client import AgentClient
+from .agent.client import DEFAULT_DEADLINES, AgentClient, Deadlines
 from .agent.core import NodeAgent
 from .agent.server import build_server
 from .backends import make_backend
@@ -74,20 +74,22 @@ def start_embedded(name: str, node: NodeConfig, state_dir: Path) -> EmbeddedNode
     return EmbeddedNode(name, agent, server, socket, dict(node.pools))
 
 
-def client_for(name: str, node: NodeConfig, embedded: EmbeddedNode | None) -> AgentClient:
+def client_for(
+    name: str, node: NodeConfig, embedded: EmbeddedNode | None, *, deadlines: Deadlines = DEFAULT_DEADLINES
+) -> AgentClient:
     if node.embedded:
         assert embedded is not None
-        return AgentClient(name, embedded.target)
+        return AgentClient(name, embedded.target, deadlines=deadlines)
     assert node.address is not None
     if node.tls is None:
         # the config check already refused plain text to a remote node unless insecure: true
-        return AgentClient(name, node.address)
+        return AgentClient(name, node.address, deadlines=deadlines)
     creds = grpc.ssl_channel_credentials(
         root_certificates=Path(node.tls.ca).read_bytes(),
         private_key=Path(node.tls.key).read_bytes(),
         certificate_chain=Path(node.tls.cert).read_bytes(),
     )
-    return AgentClient(name, node.address, credentials=creds, server_name=node.tls.server_name)
+    return AgentClient(name, node.address, credentials=creds, server_name=node.tls.server_name, deadlines=deadlines)
 
 
 def seed_demo_volumes(config: Config) -> None:
@@ -107,8 +109,9 @@ def seed_demo_volumes(config: Config) -> None:
 class NodeSet:
     """The clients for the current config; rebuilt on reload, keeping what did not change."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, deadlines: Deadlines = DEFAULT_DEADLINES) -> None:
         self.state_dir = state_dir
+        self.deadlines = deadlines  # of the clients made by apply() from now on
         self.embedded: EmbeddedNode | None = None
         self.clients: dict[str, AgentClient] = {}
         self._configs: dict[str, NodeConfig] = {}
@@ -127,7 +130,7 @@ class NodeSet:
             embedded = None
             if node.embedded:
                 embedded = self.embedded = start_embedded(name, node, self.state_dir)
-            self.clients[name] = client_for(name, node, embedded)
+            self.clients[name] = client_for(name, node, embedded, deadlines=self.deadlines)
             self._configs[name] = node
             changed.append(name)
         return changed

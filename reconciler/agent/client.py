@@ -7,6 +7,7 @@ retryable, the rest are not), and the agent's protocol version and node name are
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import grpc
 
@@ -30,6 +31,25 @@ from .api import (
 from .server import MAX_MESSAGE_BYTES
 
 
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """Per-call deadlines of an AgentClient, in seconds.
+
+    `info` bounds GetNodeInfo: every observe pass waits on it, so an agent that accepts connections
+    but never answers costs a pass at most this long. `call` bounds the other short calls, `long`
+    snapshots, deletes, lists and restores. A long call also fails when the agent stops answering
+    HTTP/2 pings, sent every `keepalive` seconds and given as long to be answered: a hung or
+    vanished agent is noticed within about twice that, not after hours."""
+
+    info: float = 5.0
+    call: float = 30.0
+    long: float = 6 * 3600.0
+    keepalive: float = 10.0
+
+
+DEFAULT_DEADLINES = Deadlines()
+
+
 class AgentClient:
     def __init__(
         self,
@@ -38,19 +58,26 @@ class AgentClient:
         *,
         credentials: grpc.ChannelCredentials | None = None,
         server_name: str | None = None,
-        timeout: float = 30.0,
-        long_timeout: float = 6 * 3600.0,
+        deadlines: Deadlines = DEFAULT_DEADLINES,
     ) -> None:
         self.node = node
         self.target = target
-        self.timeout = timeout
-        self.long_timeout = long_timeout
+        self.deadlines = deadlines
+        self.timeout = deadlines.call
+        self.long_timeout = deadlines.long
+        self.info_timeout = deadlines.info
+        keepalive_ms = max(1000, int(deadlines.keepalive * 1000))  # the agent refuses pings more often than 1/s
         options: list[tuple[str, object]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # Reconnect quickly after an agent restarts: the daemon decides the retry pace itself.
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 5000),
+            ("grpc.keepalive_time_ms", keepalive_ms),
+            ("grpc.keepalive_timeout_ms", keepalive_ms),
+            # without this, grpc waits a fixed minute for a ping's answer whatever the keepalive says
+            ("grpc.http2.ping_timeout_ms", keepalive_ms),
+            ("grpc.http2.max_pings_without_data", 0),  # keep pinging through a long silent call
         ]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
@@ -76,7 +103,9 @@ class AgentClient:
 
     # --- API ---------------------------------------------------------------------------------
     def node_info(self) -> NodeInfo:
-        msg = self._call("GetNodeInfo", self.stub.GetNodeInfo, pb.GetNodeInfoRequest(expect_node=self.node))
+        msg = self._call(
+            "GetNodeInfo", self.stub.GetNodeInfo, pb.GetNodeInfoRequest(expect_node=self.node), self.info_timeout
+        )
         if not isinstance(msg, pb.NodeInfo):
             raise ProtocolMismatch(f"{self._where('GetNodeInfo')}: unexpected answer {type(msg).__name__}")
         info = serde.node_info_from_pb(msg)

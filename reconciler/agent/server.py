@@ -23,6 +23,8 @@ from .core import NodeAgent
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Clients may ping this often while a call is in flight (see AgentClient's keepalive).
+MIN_PING_INTERVAL_MS = 1000
 SERVICE_NAME = "reconciler.v1.Agent"
 
 
@@ -287,6 +289,10 @@ def build_server(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            # The daemon pings during long calls (a snapshot behind a slow freeze hook sends no
+            # data for minutes) to notice a hung or vanished agent; the default policy would
+            # answer pings more often than every 5 minutes with GOAWAY "too_many_pings".
+            ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
         ],
         maximum_concurrent_rpcs=256,
     )
