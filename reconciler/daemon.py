@@ -20,6 +20,7 @@ import schedule
 import watchfiles
 
 from .agent.api import SnapshotKey, SnapshotUpdate
+from .agent.client import DEFAULT_DEADLINES, Deadlines
 from .backends.base import FileEntry, ProgressEvent
 from .config import Config, desired_state, scope_members
 from .config_loader import load_config
@@ -83,11 +84,18 @@ class PassResult:
 
 
 class Daemon:
-    def __init__(self, config_path: Path, settings: DaemonSettings, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        settings: DaemonSettings,
+        *,
+        clock: Clock = utcnow,
+        deadlines: Deadlines = DEFAULT_DEADLINES,
+    ) -> None:
         self.config_path = config_path.resolve()
         self.settings = settings
         self.clock = clock
-        self.nodes = NodeSet(settings.state_dir)
+        self.nodes = NodeSet(settings.state_dir, deadlines=deadlines)
         self.observer = Observer()
         self.executor = Executor(lambda: self.nodes.clients, clock=clock)
         self.current: ConfigState | None = None
@@ -443,10 +451,12 @@ class Daemon:
                 + "; ".join(r.error for r in failed)
             )
         self.wake()
-        for s in self.list_sets(sc.key):
-            if s.set_id == set_id:
-                return s
-        raise NotFound(f"set {set_id} was created but is not listed by the agents")
+        # The agents answered with the members they hold: the set is built from those, without
+        # re-listing whole pools on the request path (the next pass observes the new generations).
+        created = aggregate((r.node, snap) for r in records for snap in r.snapshots).get(set_id)
+        if created is None:
+            raise NotFound(f"set {set_id} was created but the agents reported no member of it")
+        return created
 
     def delete_set(self, set_id: str) -> list[str]:
         observed = self.observe()

@@ -30,8 +30,9 @@ from .domain import (
     ActionKind,
     Member,
     SetKind,
+    SnapshotInfo,
 )
-from .errors import ReconcilerError, Unavailable
+from .errors import NotFound, QuiesceFailed, ReconcilerError, Unavailable
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -51,6 +52,8 @@ class ActionRecord:
     error: str = ""
     warnings: tuple[str, ...] = ()
     retryable: bool = False
+    # create: the member snapshots the agent reported (the daemon answers a manual create with them)
+    snapshots: tuple[SnapshotInfo, ...] = ()
 
 
 @dataclass
@@ -170,7 +173,7 @@ class Executor:
         created = a.slot if a.slot is not None else self._clock()
         clients = self._clients()
 
-        def one(node: str, members: list[Member]) -> ActionRecord:
+        def request(members: Sequence[Member]) -> CreateSetRequest:
             groups: list[QuiesceGroup] = []
             if a.quiesce:
                 seen: set[str] = set()
@@ -178,7 +181,7 @@ class Executor:
                     if m.quiesce and m.hooks is not None and m.resource not in seen:
                         seen.add(m.resource)
                         groups.append(QuiesceGroup(m.resource, m.hooks))
-            req = CreateSetRequest(
+            return CreateSetRequest(
                 set_id=a.set_id,
                 name=a.name or a.set_id,
                 targets=tuple(Target(m.ref.pool, m.ref.volume, m.resource, _member_labels(m)) for m in members),
@@ -189,38 +192,42 @@ class Executor:
                 quiesce=tuple(groups),
                 quiesce_fail=a.quiesce_policy == "fail",
             )
+
+        def one(node: str, members: list[Member]) -> ActionRecord:
+            extra = {"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create", "reason": a.reason}
             try:
                 client = clients.get(node)
                 if client is None:
                     raise Unavailable(f"node {node} is not configured or not connected")
-                res = client.create_set(req)
+                try:
+                    res = client.create_set(request(members))
+                except NotFound as exc:
+                    if len({m.resource for m in members}) < 2:
+                        raise
+                    return self._create_per_resource(a, node, client, members, request, exc)
                 log.info(
                     "created set %s on node %s (%d volumes): %s",
                     a.set_id,
                     node,
                     len(members),
                     a.reason,
-                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create", "reason": a.reason},
+                    extra=extra,
                 )
                 for w in res.warnings:
-                    log.warning(
-                        "set %s on node %s: %s",
-                        a.set_id,
-                        node,
-                        w,
-                        extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create", "reason": a.reason},
-                    )
+                    log.warning("set %s on node %s: %s", a.set_id, node, w, extra=extra)
                 return ActionRecord(
-                    self._clock(), "create", a.set_id, a.scope, node, True, a.reason, warnings=res.warnings
+                    self._clock(),
+                    "create",
+                    a.set_id,
+                    a.scope,
+                    node,
+                    True,
+                    a.reason,
+                    warnings=res.warnings,
+                    snapshots=res.snapshots,
                 )
             except ReconcilerError as exc:
-                log.error(
-                    "create of set %s on node %s failed: %s",
-                    a.set_id,
-                    node,
-                    exc,
-                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create", "reason": a.reason},
-                )
+                log.error("create of set %s on node %s failed: %s", a.set_id, node, exc, extra=extra)
                 return ActionRecord(
                     self._clock(),
                     "create",
@@ -230,10 +237,64 @@ class Executor:
                     False,
                     a.reason,
                     str(exc),
-                    retryable=exc.retryable,
+                    retryable=_retryable(exc),
                 )
 
         return _fan_out(by_node, one)
+
+    def _create_per_resource(
+        self,
+        a: Action,
+        node: str,
+        client: AgentClient,
+        members: Sequence[Member],
+        request: Callable[[Sequence[Member]], CreateSetRequest],
+        first: NotFound,
+    ) -> ActionRecord:
+        """A volume of one resource is gone. The agent resolves every volume before it freezes or
+        snapshots anything, so nothing was taken; ask again resource by resource (a resource's
+        volumes stay together) so that the other resources of the node still get their snapshot.
+        The set stays partial, is retried, and is never taken for a good one."""
+        extra = {"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create", "reason": a.reason}
+        log.warning(
+            "create of set %s on node %s: %s; taking the node's other resources one by one",
+            a.set_id,
+            node,
+            first,
+            extra=extra,
+        )
+        by_resource: dict[str, list[Member]] = {}
+        for m in members:
+            by_resource.setdefault(m.resource, []).append(m)
+        snapshots: list[SnapshotInfo] = []
+        warnings: list[str] = []
+        errors: list[ReconcilerError] = []
+        for resource, ms in sorted(by_resource.items()):
+            try:
+                res = client.create_set(request(ms))
+            except ReconcilerError as exc:
+                log.error(
+                    "create of set %s on node %s failed for resource %s: %s", a.set_id, node, resource, exc, extra=extra
+                )
+                errors.append(exc)
+                continue
+            snapshots.extend(res.snapshots)
+            warnings.extend(res.warnings)
+            for w in res.warnings:
+                log.warning("set %s on node %s: %s", a.set_id, node, w, extra=extra)
+        return ActionRecord(
+            self._clock(),
+            "create",
+            a.set_id,
+            a.scope,
+            node,
+            not errors,
+            a.reason,
+            "; ".join(str(e) for e in errors),
+            warnings=tuple(warnings),
+            retryable=bool(errors) and all(_retryable(e) for e in errors),
+            snapshots=tuple(snapshots),
+        )
 
     def _delete(self, a: Action) -> list[ActionRecord]:
         by_node: dict[str, list[SnapshotKey]] = {}
@@ -318,3 +379,9 @@ def _member_labels(m: Member) -> dict[str, str]:
     if m.settings and len(m.settings) <= 2048:
         out[LABEL_SETTINGS] = m.settings
     return out
+
+
+def _retryable(exc: ReconcilerError) -> bool:
+    """Temporary errors are retried with backoff. A failed quiesce is too: a guest that did not
+    freeze this time (policy fail) may well next time, and meanwhile the set stays partial."""
+    return exc.retryable or isinstance(exc, QuiesceFailed)
