@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from . import __version__
 from .durations import format_duration, parse_duration
@@ -374,8 +375,6 @@ def cmd_schedule(ns: argparse.Namespace) -> int:
     start = parse_when(ns.start, now=datetime.now(UTC)) if ns.start else datetime.now(UTC)
     out: dict[str, list[dict[str, str]]] = {}
     for period in profile.periods:
-        from zoneinfo import ZoneInfo
-
         tz = ZoneInfo(period.timezone)
         slots: list[dict[str, str]] = []
         t = start - timedelta(microseconds=1)
@@ -400,7 +399,7 @@ def cmd_schedule(ns: argparse.Namespace) -> int:
         if not out[period.name]:
             print("  (no future slots)")
         for s in out[period.name]:
-            local = datetime.fromisoformat(s["local"])
+            local = datetime.fromisoformat(s["utc"]).astimezone(ZoneInfo(period.timezone))
             print(f"  {local.strftime('%a %Y-%m-%d %H:%M:%S %Z')}   ({short_time(s['utc'])} UTC)")
     return 0
 
@@ -500,6 +499,20 @@ def cmd_restore(ns: argparse.Namespace) -> int:
         for e in result.get("errors", []):
             print(f"error: {e}", file=sys.stderr)
     return 0 if (not result or result.get("ok")) else 1
+
+
+def cmd_maintain(ns: argparse.Namespace) -> int:
+    kind = "verify" if ns.command == "verify" else "gc"
+    r = _control(ns).maintain(kind, node=ns.node or "", pool=ns.pool or "", set_id=getattr(ns, "set_id", "") or "")
+    pools = r.get("pools", [])
+    if ns.json:
+        emit_json(r)
+    else:
+        for p in pools:
+            print(f"{p['node']}/{p['pool']}: {'ok' if p.get('ok') else 'PROBLEMS'} — {p.get('message', '')}")
+            for line in p.get("problems", []):
+                print(f"  {line}")
+    return 0 if all(p.get("ok") for p in pools) else 7
 
 
 def cmd_tenant_token(ns: argparse.Namespace) -> int:
@@ -663,6 +676,16 @@ def build_parser() -> argparse.ArgumentParser:
         r = csub.add_parser(lvl, help=f"clone a {lvl} (default name: NAME_clone)")
         r.add_argument("name")
         restore_opts(r, over_source=False)
+
+    for name, text in (("verify", "re-read stored snapshot data and report damage (exit 7 when any)"),
+                       ("gc", "reclaim space that no snapshot references (the daemon also runs it hourly)")):
+        sp = sub.add_parser(name, help=text)
+        control_opts(sp)
+        sp.add_argument("--node", help="only this node")
+        sp.add_argument("--pool", help="only this pool")
+        if name == "verify":
+            sp.add_argument("--set", dest="set_id", help="only this set")
+        sp.set_defaults(func=cmd_maintain)
 
     sp = sub.add_parser("tenant", help="tenant access")
     tsub0 = sp.add_subparsers(dest="tenant_command", required=True, metavar="ACTION")

@@ -77,6 +77,16 @@ class ConfigState:
 
 
 @dataclass
+class PoolOutcome:
+    node: str
+    pool: str
+    ok: bool
+    message: str
+    problems: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+@dataclass
 class PassResult:
     plan: Plan
     records: list[ActionRecord] = field(default_factory=list)
@@ -122,6 +132,11 @@ class Daemon:
 
         self._control = start_control_server(self, self.settings.control_socket_path)
         self._scheduler.every(max(1, int(self.settings.safety_interval))).seconds.do(self.wake)
+        # the daemon's own housekeeping: space of deleted sets back, and (optionally) scrubbing
+        if self.settings.gc_interval > 0:
+            self._scheduler.every(max(1, int(self.settings.gc_interval))).seconds.do(self._periodic, "gc")
+        if self.settings.verify_interval > 0:
+            self._scheduler.every(max(1, int(self.settings.verify_interval))).seconds.do(self._periodic, "verify")
         t = threading.Thread(target=self._watch_config, name="config-watch", daemon=True)
         t.start()
         self._threads.append(t)
@@ -473,6 +488,48 @@ class Daemon:
         records = self.executor.run_one(action, force=True)
         self.wake()
         return [r.error for r in records if not r.ok]
+
+    def maintain(self, kind: str, *, node: str = "", pool: str = "", set_id: str = "") -> list[PoolOutcome]:
+        """Verify or garbage-collect pools (all, one node's, or one), each pool's result or error."""
+        if kind not in ("verify", "gc"):
+            raise InvalidArgument(f"unknown maintenance {kind!r}")
+        clients = self.nodes.clients
+        if node and node not in clients:
+            raise NotFound(f"no node {node!r} in the config")
+        out: list[PoolOutcome] = []
+        for name in sorted(clients) if not node else [node]:
+            client = clients[name]
+            try:
+                pools = [p.name for p in client.node_info().pools]
+            except ReconcilerError as exc:
+                out.append(PoolOutcome(name, pool or "*", False, str(exc)))
+                continue
+            if pool and pool not in pools:
+                if node:
+                    raise NotFound(f"node {name} has no pool {pool!r}")
+                continue
+            for p in [pool] if pool else pools:
+                try:
+                    res = client.verify(p, set_id) if kind == "verify" else client.collect_garbage(p)
+                    out.append(PoolOutcome(name, p, res.ok, res.message, list(res.problems), res.bytes))
+                    if res.problems:
+                        log.error("verify of %s/%s found %d problem(s): %s", name, p, len(res.problems),
+                                  "; ".join(res.problems[:5]), extra={"node": name, "action": kind})
+                except ReconcilerError as exc:
+                    out.append(PoolOutcome(name, p, False, str(exc)))
+        self._emit(kind, {"results": out})
+        return out
+
+    def _periodic(self, kind: str) -> None:
+        # on a thread of its own: a long verify must not delay the next slot
+        threading.Thread(target=self._run_periodic, args=(kind,), name=f"periodic-{kind}", daemon=True).start()
+
+    def _run_periodic(self, kind: str) -> None:
+        try:
+            for r in self.maintain(kind):
+                log.info("%s %s/%s: %s", kind, r.node, r.pool, r.message, extra={"node": r.node, "action": kind})
+        except Exception:  # noqa: BLE001 - housekeeping must not kill the daemon
+            log.exception("periodic %s failed", kind)
 
     # --- events ------------------------------------------------------------------------------
     def _emit(self, event: str, data: dict[str, Any]) -> None:

@@ -27,6 +27,10 @@ class DaemonSettings(BaseSettings):
     metrics_address: str | None = None
     # seconds between periodic full passes, even when nothing seems to have changed
     safety_interval: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+    # seconds between garbage collections of every pool (0: never); reclaims space of deleted sets
+    gc_interval: float = Field(default=3600.0, ge=0)
+    # seconds between full verifications of every pool (0: never); re-reads all stored data
+    verify_interval: float = Field(default=0.0, ge=0)
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

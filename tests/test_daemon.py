@@ -143,3 +143,50 @@ def test_daemon_refuses_to_start_on_invalid_config(tmp_path: Path) -> None:
 def test_cli_without_daemon_says_so(tmp_path: Path) -> None:
     r = cli(tmp_path / "nostate", "status")
     assert r.returncode == 9 and "daemon is not running" in r.stderr
+
+
+def test_verify_names_a_corrupted_chunk_and_the_daemon_keeps_running(daemon: DaemonProcess) -> None:
+    wait_for(lambda: sets(daemon), what="first set")
+    ok = cli(daemon.state_dir, "verify")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    packs = sorted((daemon.config.parent / "pool/.reconciler/chunkstore/packs").rglob("*.pack"))
+    assert packs
+    data = bytearray(packs[0].read_bytes())
+    data[10] ^= 0xFF  # flip a byte inside the first chunk
+    packs[0].write_bytes(bytes(data))
+    bad = cli(daemon.state_dir, "verify")
+    assert bad.returncode == 7
+    assert "local/main: PROBLEMS" in bad.stdout
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    gc = cli(daemon.state_dir, "gc", "--json")
+    assert gc.returncode == 0
+
+
+def test_missing_volume_is_reported_and_other_work_goes_on(tmp_path: Path) -> None:
+    extra = "  gone:\n    kind: nas_volume\n    volumes: [shares/gone]\n    profile: minutely\n"
+    cfg = make_config(tmp_path, extra_resources=extra)
+    with DaemonProcess(cfg, tmp_path / "state") as d:
+        st = wait_for(lambda: [c for c in cli_json(d.state_dir, "status")["conditions"]
+                               if c["kind"] == "ActionFailing"], what="a failing action")
+        assert any("shares/gone" in c["message"] and "does not exist" in c["message"] for c in st)
+        assert d.proc is not None and d.proc.poll() is None
+
+
+def test_schedule_prints_next_slots_in_the_profile_timezone(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.yaml", textwrap.dedent("""\
+        version: 1
+        nodes: {local: {embedded: true, pools: {main: {type: chunkstore, path: ./p}}}}
+        profiles:
+          berlin:
+            timezone: Europe/Berlin
+            periods:
+              - {name: night, frequency: daily, hour: 2, minute: 30, retention: 7d}
+        """))
+    out = cli_json(tmp_path, "schedule", "berlin", "-c", str(cfg), "--from", "2026-03-28T12:00:00+00:00",
+                   "--count", "3")
+    local = [s["local"] for s in out["night"]]
+    # 02:30 does not exist on 2026-03-29 in Berlin (spring forward): it fires once, shifted by the gap
+    assert local == ["2026-03-29T03:30:00+02:00", "2026-03-30T02:30:00+02:00", "2026-03-31T02:30:00+02:00"]
+    human = cli(tmp_path, "schedule", "berlin", "-c", str(cfg), "--count", "2", check=True).stdout
+    assert "berlin/night: daily, retention 1w, min 1, timezone Europe/Berlin" in human
+    assert " CET " in human or " CEST " in human

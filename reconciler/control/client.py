@@ -77,6 +77,10 @@ class ControlClient:
         req = cpb.ListSetFilesRequest(set_id=set_id, resource=resource, volume=volume, prefix=prefix, limit=limit)
         return self._call("ListFiles", req, timeout=600.0)
 
+    def maintain(self, kind: str, *, node: str = "", pool: str = "", set_id: str = "") -> dict[str, Any]:
+        req = cpb.MaintenanceRequest(node=node, pool=pool, set_id=set_id)
+        return self._call("Verify" if kind == "verify" else "CollectGarbage", req, timeout=24 * 3600.0)
+
     def restore(self, **fields: Any) -> Iterator[dict[str, Any]]:
         """Events of a restore as dicts: {"plan": ...}, then {"progress": ...}*, then {"result": ...}."""
         self._check_socket()

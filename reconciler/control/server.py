@@ -243,6 +243,20 @@ class ControlService(cpb_grpc.ControlServicer):  # type: ignore[misc]
 
         return _guard(context, run)
 
+    def Verify(self, request: cpb.MaintenanceRequest, context: grpc.ServicerContext) -> cpb.MaintenanceResponse:
+        return _guard(context, lambda: self._maintain("verify", request, context))
+
+    def CollectGarbage(self, request: cpb.MaintenanceRequest, context: grpc.ServicerContext) -> cpb.MaintenanceResponse:
+        return _guard(context, lambda: self._maintain("gc", request, context))
+
+    def _maintain(self, kind: str, request: cpb.MaintenanceRequest, context: grpc.ServicerContext) -> cpb.MaintenanceResponse:
+        _provider_only(self._tenant(context), f"run {kind}")
+        res = self.daemon.maintain(kind, node=request.node, pool=request.pool, set_id=request.set_id)
+        return cpb.MaintenanceResponse(pools=[
+            cpb.PoolMaintenance(node=r.node, pool=r.pool, ok=r.ok, message=r.message, problems=r.problems, bytes=r.bytes)
+            for r in res
+        ])
+
     def Restore(self, request: cpb.SetRestoreRequest, context: grpc.ServicerContext) -> Iterator[cpb.RestoreEvent]:
         """Plan first, then progress, then the result; the restore runs to its end even if the
         client disconnects (each volume is swapped atomically, stopping halfway helps nobody)."""

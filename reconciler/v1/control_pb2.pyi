@@ -456,3 +456,35 @@ class ListSetFilesResponse(_message.Message):
     files: _containers.RepeatedCompositeFieldContainer[SetFile]
     truncated: bool
     def __init__(self, node: _Optional[str] = ..., pool: _Optional[str] = ..., volume: _Optional[str] = ..., files: _Optional[_Iterable[_Union[SetFile, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class MaintenanceRequest(_message.Message):
+    __slots__ = ("node", "pool", "set_id")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    SET_ID_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    pool: str
+    set_id: str
+    def __init__(self, node: _Optional[str] = ..., pool: _Optional[str] = ..., set_id: _Optional[str] = ...) -> None: ...
+
+class PoolMaintenance(_message.Message):
+    __slots__ = ("node", "pool", "ok", "message", "problems", "bytes")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    pool: str
+    ok: bool
+    message: str
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    bytes: int
+    def __init__(self, node: _Optional[str] = ..., pool: _Optional[str] = ..., ok: _Optional[bool] = ..., message: _Optional[str] = ..., problems: _Optional[_Iterable[str]] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class MaintenanceResponse(_message.Message):
+    __slots__ = ("pools",)
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    pools: _containers.RepeatedCompositeFieldContainer[PoolMaintenance]
+    def __init__(self, pools: _Optional[_Iterable[_Union[PoolMaintenance, _Mapping]]] = ...) -> None: ...

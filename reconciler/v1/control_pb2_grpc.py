@@ -79,6 +79,16 @@ class ControlStub:
                 request_serializer=reconciler_dot_v1_dot_control__pb2.ListSetFilesRequest.SerializeToString,
                 response_deserializer=reconciler_dot_v1_dot_control__pb2.ListSetFilesResponse.FromString,
                 _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/reconciler.v1.Control/Verify',
+                request_serializer=reconciler_dot_v1_dot_control__pb2.MaintenanceRequest.SerializeToString,
+                response_deserializer=reconciler_dot_v1_dot_control__pb2.MaintenanceResponse.FromString,
+                _registered_method=True)
+        self.CollectGarbage = channel.unary_unary(
+                '/reconciler.v1.Control/CollectGarbage',
+                request_serializer=reconciler_dot_v1_dot_control__pb2.MaintenanceRequest.SerializeToString,
+                response_deserializer=reconciler_dot_v1_dot_control__pb2.MaintenanceResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -144,6 +154,20 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Verify(self, request, context):
+        """Re-read stored data (all pools, one pool, or one set) and report damage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CollectGarbage(self, request, context):
+        """Reclaim space no snapshot references any more.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -191,6 +215,16 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.ListFiles,
                     request_deserializer=reconciler_dot_v1_dot_control__pb2.ListSetFilesRequest.FromString,
                     response_serializer=reconciler_dot_v1_dot_control__pb2.ListSetFilesResponse.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=reconciler_dot_v1_dot_control__pb2.MaintenanceRequest.FromString,
+                    response_serializer=reconciler_dot_v1_dot_control__pb2.MaintenanceResponse.SerializeToString,
+            ),
+            'CollectGarbage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectGarbage,
+                    request_deserializer=reconciler_dot_v1_dot_control__pb2.MaintenanceRequest.FromString,
+                    response_serializer=reconciler_dot_v1_dot_control__pb2.MaintenanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -436,6 +470,60 @@ class Control:
             '/reconciler.v1.Control/ListFiles',
             reconciler_dot_v1_dot_control__pb2.ListSetFilesRequest.SerializeToString,
             reconciler_dot_v1_dot_control__pb2.ListSetFilesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reconciler.v1.Control/Verify',
+            reconciler_dot_v1_dot_control__pb2.MaintenanceRequest.SerializeToString,
+            reconciler_dot_v1_dot_control__pb2.MaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectGarbage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reconciler.v1.Control/CollectGarbage',
+            reconciler_dot_v1_dot_control__pb2.MaintenanceRequest.SerializeToString,
+            reconciler_dot_v1_dot_control__pb2.MaintenanceResponse.FromString,
             options,
             channel_credentials,
             insecure,
