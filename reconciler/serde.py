@@ -21,6 +21,7 @@ from .agent.api import (
 )
 from .backends.base import ProgressEvent
 from .domain import Hooks, ImmutableState, SnapshotInfo
+from .errors import InvalidArgument
 from .v1 import agent_pb2 as pb
 
 _IMMUTABLE_TO_PB = {
@@ -46,7 +47,10 @@ def from_ts(msg: object, field: str) -> datetime | None:
     if not msg.HasField(field):  # type: ignore[attr-defined]
         return None
     value: Timestamp = getattr(msg, field)
-    return value.ToDatetime(tzinfo=UTC)
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:  # seconds or nanos out of range: a bad request
+        raise InvalidArgument(f"{field}: not a valid timestamp ({exc})") from None
 
 
 def set_ts(msg: object, field: str, dt: datetime | None) -> None:

@@ -55,6 +55,8 @@ Clock = Callable[[], datetime]
 MAX_TARGETS = 10_000
 MAX_LABELS = 64
 MAX_LABEL_BYTES = 4096
+MAX_HOLDS = 64
+MAX_HOLD_CHARS = 200
 SAFETY_RETENTION = timedelta(days=7)
 DEFAULT_UNLOCK_DELAY = timedelta(days=7)
 
@@ -371,7 +373,13 @@ class NodeAgent:
             if "expires" in u.fields:
                 snap = replace(snap, expires=u.expires)
             if "holds" in u.fields:
-                snap = replace(snap, holds=(snap.holds | u.add_holds) - u.remove_holds)
+                holds = (snap.holds | u.add_holds) - u.remove_holds
+                if len(holds) > MAX_HOLDS or any(not h or len(h) > MAX_HOLD_CHARS for h in u.add_holds):
+                    raise InvalidArgument(
+                        f"snapshot {u.ref.pool}/{u.ref.volume}: holds must be 1-{MAX_HOLD_CHARS} characters, "
+                        f"at most {MAX_HOLDS} per snapshot ({len(holds)} asked for)"
+                    )
+                snap = replace(snap, holds=holds)
             if "labels" in u.fields:
                 labels = {k: v for k, v in snap.labels.items() if k not in u.remove_labels}
                 labels.update(u.set_labels)
@@ -471,6 +479,7 @@ class NodeAgent:
         what: str,
     ) -> OperationResult:
         self.check_volume(new_volume)
+        paths = [_check_rel_path(x) for x in paths]  # the same rule as a restore over the source
         dest = p.backend.volume_path(new_volume, must_exist=False)
         if os.path.lexists(dest):
             raise FailedPrecondition(

@@ -7,6 +7,7 @@ import queue
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent import futures
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Clients may ping this often while a call is in flight (see AgentClient's keepalive).
-MIN_PING_INTERVAL_MS = 1000
+MIN_PING_INTERVAL_MS = 500
 SERVICE_NAME = "reconciler.v1.Agent"
 
 
@@ -150,15 +151,40 @@ class AgentService(pb_grpc.AgentServicer):  # type: ignore[misc]
             abort(context, exc)
 
 
-class ClientIdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    """mTLS authorisation in one place, for every RPC of every service on the server: the peer's
-    certificate (already verified against the CA by the TLS handshake) must name one of `allowed`
-    in its subject CN or a DNS subjectAltName (compared case-insensitively). Anyone else gets
-    PERMISSION_DENIED naming the identity it presented."""
+@dataclass(frozen=True, slots=True)
+class _Malformed:
+    """What the lenient deserializer hands on instead of raising: the guard answers it."""
 
-    def __init__(self, node: str, allowed: Collection[str]) -> None:
+    error: str
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - garbage on the wire is the client's problem
+            return _Malformed(" ".join(f"{type(exc).__name__}: {exc}".split()))
+
+    return parse
+
+
+class RequestGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """One gate in front of every RPC of every service on the agent's server.
+
+    - Access (with `allowed`): the peer's certificate, already verified against the CA by the
+      TLS handshake, must name one of `allowed` in its subject CN or a DNS subjectAltName
+      (compared case-insensitively). Anyone else gets PERMISSION_DENIED naming the identity it
+      presented.
+    - Malformed requests: bytes that do not parse as the method's request message get
+      INVALID_ARGUMENT naming the method, instead of gRPC's INTERNAL "Exception deserializing
+      request!" and a traceback in the log."""
+
+    def __init__(self, node: str, allowed: Collection[str] | None = None) -> None:
         self.node = node
-        self.allowed = frozenset(a.lower() for a in allowed)
+        self.allowed = None if allowed is None else frozenset(a.lower() for a in allowed)
 
     @staticmethod
     def identities(context: grpc.ServicerContext) -> tuple[list[str], list[str]]:
@@ -171,6 +197,8 @@ class ClientIdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[type-ar
         return values("x509_common_name"), values("peer_dns")
 
     def check(self, context: grpc.ServicerContext) -> None:
+        if self.allowed is None:
+            return
         cns, dns = self.identities(context)
         if self.allowed & {n.lower() for n in cns + dns}:
             return
@@ -192,6 +220,14 @@ class ClientIdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[type-ar
             "(add its name to tls.allowed_clients in the agent config)",
         )
 
+    def malformed(self, context: grpc.ServicerContext, method: str, bad: _Malformed) -> None:
+        log.warning("malformed %s request from %s: %s", method, context.peer(), bad.error)
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"node {self.node}: malformed {method} request: the bytes do not parse as its message "
+            f"({bad.error})",
+        )
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
@@ -200,23 +236,34 @@ class ClientIdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[type-ar
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        for behavior, make in (
-            (handler.unary_unary, grpc.unary_unary_rpc_method_handler),
-            (handler.unary_stream, grpc.unary_stream_rpc_method_handler),
-            (handler.stream_unary, grpc.stream_unary_rpc_method_handler),
-            (handler.stream_stream, grpc.stream_stream_rpc_method_handler),
+        method = handler_call_details.method
+        for behavior, make, streaming in (
+            (handler.unary_unary, grpc.unary_unary_rpc_method_handler, False),
+            (handler.unary_stream, grpc.unary_stream_rpc_method_handler, False),
+            (handler.stream_unary, grpc.stream_unary_rpc_method_handler, True),
+            (handler.stream_stream, grpc.stream_stream_rpc_method_handler, True),
         ):
             if behavior is not None:
                 return make(
-                    self._guard(behavior),
-                    request_deserializer=handler.request_deserializer,
+                    self._guard(behavior, method, streaming),
+                    request_deserializer=_lenient(handler.request_deserializer),
                     response_serializer=handler.response_serializer,
                 )
         return handler
 
-    def _guard(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def _guard(self, behavior: Callable[..., Any], method: str, streaming: bool) -> Callable[..., Any]:
+        def checked(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            for r in requests:
+                if isinstance(r, _Malformed):
+                    self.malformed(context, method, r)
+                yield r
+
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             self.check(context)  # raises (aborts the RPC) for a peer that is not allowed
+            if streaming:
+                return behavior(checked(request, context), context)
+            if isinstance(request, _Malformed):
+                self.malformed(context, method, request)
             return behavior(request, context)
 
         return guarded
@@ -277,11 +324,9 @@ def build_server(
 
     With `allowed_clients` (needs `credentials` that require a client certificate), every RPC is
     refused with PERMISSION_DENIED unless the peer certificate names one of them."""
-    interceptors: list[grpc.ServerInterceptor[Any, Any]] = []
-    if allowed_clients is not None:
-        if credentials is None:
-            raise ValueError("allowed_clients needs TLS credentials (client certificates)")
-        interceptors.append(ClientIdentityInterceptor(agent.node, allowed_clients))
+    if allowed_clients is not None and credentials is None:
+        raise ValueError("allowed_clients needs TLS credentials (client certificates)")
+    interceptors: list[grpc.ServerInterceptor[Any, Any]] = [RequestGuard(agent.node, allowed_clients)]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="agent-rpc"),
         interceptors=interceptors,
