@@ -20,6 +20,7 @@ from ..durations import parse_duration
 from ..errors import ConfigError, ReconcilerError
 from ..logs import setup_logging
 from ..nodes import make_backends
+from ..replication.sender import dialer_from_tls
 from .core import NodeAgent
 from .server import build_server
 
@@ -125,7 +126,13 @@ def run_agent(config_path: Path, *, log_level: str = "info", log_format: str = "
         )
     try:
         creds = server_credentials(cfg.tls) if cfg.tls is not None else None
-        server, port = build_server(agent, cfg.listen, credentials=creds, allowed_clients=allowed)
+        server, port = build_server(
+            agent,
+            cfg.listen,
+            credentials=creds,
+            allowed_clients=allowed,
+            replication_dialer=dialer_from_tls(cfg.tls),
+        )
     except (OSError, ValueError, RuntimeError) as exc:  # unreadable certificate, address in use
         print(f"{config_path}: cannot serve on {cfg.listen}: {exc}", file=sys.stderr)
         agent.close()

@@ -15,6 +15,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .. import serde
 from ..backends.base import ProgressEvent
+from ..replication.sender import Dialer
+from ..replication.service import add_to_server as add_replication_service
 from ..transport.status import abort
 from ..v1 import agent_pb2 as pb
 from ..v1 import agent_pb2_grpc as pb_grpc
@@ -319,6 +321,7 @@ def build_server(
     credentials: grpc.ServerCredentials | None = None,
     allowed_clients: Collection[str] | None = None,
     max_workers: int = 16,
+    replication_dialer: Dialer | None = None,
 ) -> tuple[grpc.Server, int]:
     """A started-ready (not started) server with the agent and health services. Returns (server, port).
 
@@ -342,6 +345,8 @@ def build_server(
         maximum_concurrent_rpcs=256,
     )
     pb_grpc.add_AgentServicer_to_server(AgentService(agent), server)
+    # agent-to-agent replication; `replication_dialer` carries the identity this agent dials with
+    add_replication_service(server, agent, replication_dialer)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)

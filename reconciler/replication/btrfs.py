@@ -1,0 +1,363 @@
+"""btrfs replication: `btrfs send` (with the newest common parent) into `btrfs receive` on the target.
+
+The target receives into its staging area (`<root>/.reconciler/staging/recv-*`), which `open()`
+empties, so an interrupted receive never leaves anything that looks like a snapshot. A finished
+receive is verified (exactly one subvolume `@`, read-only, carrying the received UUID the source
+announced) and committed by a read-only snapshot of it into the store layout (one ioctl, one
+transaction; a read-only snapshot keeps the received UUID, so it serves as the parent of the next
+incremental receive), after which the staging copy is deleted and the agent inserts the catalog row.
+A received read-only subvolume cannot simply be renamed into the store: btrfs refuses to move a
+read-only subvolume to another directory (EROFS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import secrets
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import zstandard
+
+from ..backends import btrfs_ioctl as ioc
+from ..backends.btrfs import SNAPSHOT_LEAF, BtrfsBackend
+from ..errors import (
+    AlreadyExists,
+    CorruptData,
+    FailedPrecondition,
+    InvalidArgument,
+    ReconcilerError,
+    StorageFull,
+)
+from ..v1 import replication_pb2 as rpb
+from .link import Link
+from .progress import Meter
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 20
+F_SETPIPE_SZ = 1031
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+UUID_LEN = 16
+
+
+class _SubvolInfo(ctypes.Structure):
+    """struct btrfs_ioctl_get_subvol_info_args (linux/btrfs.h)."""
+
+    _fields_ = [
+        ("treeid", ctypes.c_uint64),
+        ("name", ctypes.c_char * 256),
+        ("parent_id", ctypes.c_uint64),
+        ("dirid", ctypes.c_uint64),
+        ("generation", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+        ("uuid", ctypes.c_ubyte * UUID_LEN),
+        ("parent_uuid", ctypes.c_ubyte * UUID_LEN),
+        ("received_uuid", ctypes.c_ubyte * UUID_LEN),
+        ("ctransid", ctypes.c_uint64),
+        ("otransid", ctypes.c_uint64),
+        ("stransid", ctypes.c_uint64),
+        ("rtransid", ctypes.c_uint64),
+        ("times", ctypes.c_uint64 * 8),  # four struct btrfs_ioctl_timespec {u64 sec; u32 nsec} (padded)
+        ("reserved", ctypes.c_uint64 * 8),
+    ]
+
+
+assert ctypes.sizeof(_SubvolInfo) == 504
+IOC_GET_SUBVOL_INFO = (2 << 30) | (ctypes.sizeof(_SubvolInfo) << 16) | (0x94 << 8) | 60
+
+
+@dataclass(frozen=True, slots=True)
+class SubvolInfo:
+    uuid: bytes
+    received_uuid: bytes
+    readonly: bool
+
+    @property
+    def identity(self) -> bytes:
+        """What a receiving side knows this subvolume by: the received UUID when it was itself
+        received (btrfs send puts that in the stream), otherwise its own UUID."""
+        return self.received_uuid if any(self.received_uuid) else self.uuid
+
+
+def subvol_info(path: Path) -> SubvolInfo:
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        args = _SubvolInfo()
+        fcntl.ioctl(fd, IOC_GET_SUBVOL_INFO, args)
+        readonly = ioc.is_readonly(fd)  # (the root item's own flags use another bit)
+    finally:
+        os.close(fd)
+    return SubvolInfo(uuid=bytes(args.uuid), received_uuid=bytes(args.received_uuid), readonly=readonly)
+
+
+def _bigger_pipe(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, READ_SIZE)
+
+
+def _stderr_text(fh: IO[bytes]) -> str:
+    fh.seek(0)
+    return fh.read().decode(errors="replace").strip()
+
+
+def _error(pool: str, what: str, stderr: str) -> ReconcilerError:
+    msg = f"pool {pool}: {what}: {stderr or 'failed'}"
+    low = stderr.lower()
+    if "no space left" in low or "quota exceeded" in low:
+        return StorageFull(msg)
+    if "cannot find parent" in low or "could not find parent" in low:
+        return FailedPrecondition(msg)
+    return ReconcilerError(msg)
+
+
+# --- source side ----------------------------------------------------------------------------------
+def send_volume(
+    backend: BtrfsBackend,
+    link: Link,
+    meter: Meter,
+    *,
+    set_id: str,
+    volume: str,
+    parent_set_id: str,
+    compression: bool,
+    logical_bytes: int,
+) -> tuple[int, int]:
+    """Stream `btrfs send` of one snapshot; returns (wire bytes, stream bytes)."""
+    snap = backend.snapshot_path(set_id, volume)
+    info = subvol_info(snap)
+    cmd = ["btrfs", "send", "-q"]
+    if parent_set_id:
+        cmd += ["-p", str(backend.snapshot_path(parent_set_id, volume))]
+    cmd.append(str(snap))
+    wire0 = meter.stats.wire_bytes
+    meter.update(phase="send", volume=volume, parent_set_id=parent_set_id)
+    link.send(
+        rpb.ReceiveRequest(
+            volume=rpb.VolumeBegin(
+                volume=volume,
+                parent_set_id=parent_set_id,
+                source_uuid=info.identity,
+                compressed=compression,
+                logical_bytes=logical_bytes,
+            )
+        )
+    )
+    stream_bytes = 0
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        _bigger_pipe(fd)
+        cctx = zstandard.ZstdCompressor(level=1).compressobj() if compression else None
+        try:
+            while True:
+                block = os.read(fd, READ_SIZE)
+                if not block:
+                    break
+                stream_bytes += len(block)
+                meter.add(scanned=len(block), sent=len(block), checked=len(block))
+                if cctx is not None:
+                    block = cctx.compress(block)
+                    if not block:
+                        continue
+                link.send(rpb.ReceiveRequest(data=block))
+            if cctx is not None:
+                tail = cctx.flush()
+                if tail:
+                    link.send(rpb.ReceiveRequest(data=tail))
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            proc.stdout.close()
+        if rc != 0:
+            raise _error(backend.pool, f"btrfs send of {set_id}/{volume}", _stderr_text(err))
+    link.send(rpb.ReceiveRequest(volume_end=rpb.VolumeEnd()))
+    meter.update(phase="commit")
+    while True:
+        resp = link.recv()
+        kind = resp.WhichOneof("msg")
+        if kind == "volume_done":
+            break
+        raise CorruptData(f"unexpected answer {kind!r} from the target while sending {volume!r}")
+    return meter.stats.wire_bytes - wire0, stream_bytes
+
+
+# --- target side ----------------------------------------------------------------------------------
+@dataclass
+class _Receiving:
+    volume: str
+    staging: Path
+    source_uuid: bytes
+    proc: subprocess.Popen[bytes]
+    err: IO[bytes]
+    dctx: zstandard.ZstdDecompressionObj | None
+    received: int = 0
+
+
+@dataclass
+class BtrfsSink:
+    """The target's end for one source pool: staged receives, committed together."""
+
+    backend: BtrfsBackend
+    set_id: str
+    cur: _Receiving | None = None
+    staged: list[tuple[str, Path]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def begin_volume(self, msg: rpb.VolumeBegin) -> None:
+        if self.cur is not None:
+            raise InvalidArgument("a volume began before the previous one ended")
+        if len(msg.source_uuid) != UUID_LEN:
+            raise InvalidArgument("btrfs volume without the source's subvolume UUID")
+        self.backend.staging_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.backend.staging_dir / f"recv-{secrets.token_hex(8)}"
+        staging.mkdir(mode=0o700)
+        err = tempfile.TemporaryFile()
+        try:
+            # --chroot: a hostile stream cannot write outside the staging directory
+            proc = subprocess.Popen(
+                ["btrfs", "receive", "-q", "--chroot", str(staging)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        except BaseException:
+            err.close()
+            self.backend.remove_volume_tree(staging)
+            raise
+        assert proc.stdin is not None
+        _bigger_pipe(proc.stdin.fileno())
+        dctx = zstandard.ZstdDecompressor().decompressobj() if msg.compressed else None
+        self.cur = _Receiving(msg.volume, staging, bytes(msg.source_uuid), proc, err, dctx)
+
+    def data(self, block: bytes) -> None:
+        cur = self._current()
+        if cur.dctx is not None:
+            try:
+                block = cur.dctx.decompress(block)
+            except zstandard.ZstdError as exc:
+                raise CorruptData(f"btrfs stream of {cur.volume!r}: cannot decompress: {exc}") from None
+        if not block:
+            return
+        assert cur.proc.stdin is not None
+        try:
+            cur.proc.stdin.write(block)
+        except (BrokenPipeError, OSError) as exc:
+            cur.proc.wait()
+            stderr = _stderr_text(cur.err)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                stderr = stderr or "No space left on device"
+            raise _error(self.backend.pool, f"btrfs receive of {self.set_id}/{cur.volume}", stderr) from None
+        cur.received += len(block)
+
+    def end_volume(self) -> rpb.ReceiveResponse:
+        cur = self._current()
+        assert cur.proc.stdin is not None
+        try:
+            cur.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        rc = cur.proc.wait()
+        stderr = _stderr_text(cur.err)
+        if rc != 0:
+            raise _error(self.backend.pool, f"btrfs receive of {self.set_id}/{cur.volume}", stderr)
+        self._verify(cur)
+        cur.err.close()
+        self.staged.append((cur.volume, cur.staging))
+        self.cur = None
+        return rpb.ReceiveResponse(volume_done=rpb.VolumeReceived(volume=cur.volume, bytes=cur.received))
+
+    def _verify(self, cur: _Receiving) -> None:
+        where = f"pool {self.backend.pool}: received {self.set_id}/{cur.volume}"
+        entries = sorted(os.listdir(cur.staging))
+        if entries != [SNAPSHOT_LEAF]:
+            raise CorruptData(
+                f"{where}: the stream created {entries}, expected one subvolume {SNAPSHOT_LEAF!r}"
+            )
+        sub = cur.staging / SNAPSHOT_LEAF
+        if os.lstat(sub).st_ino != ioc.FIRST_FREE_OBJECTID:
+            raise CorruptData(f"{where}: {sub} is not a subvolume")
+        info = subvol_info(sub)
+        if not info.readonly:
+            raise CorruptData(f"{where}: the received subvolume is not read-only (the stream did not finish)")
+        if info.received_uuid != cur.source_uuid:
+            raise CorruptData(
+                f"{where}: received UUID {info.received_uuid.hex()} does not match the source's "
+                f"{cur.source_uuid.hex()}"
+            )
+
+    def commit(self) -> list[str]:
+        """Snapshot every staged subvolume read-only into the store layout."""
+        if self.cur is not None:
+            raise InvalidArgument(f"commit while volume {self.cur.volume!r} is incomplete")
+        done: list[str] = []
+        try:
+            for volume, staging in self.staged:
+                final = self.backend.snapshot_path(self.set_id, volume)
+                if os.path.lexists(final):
+                    raise AlreadyExists(f"pool {self.backend.pool}: {final} exists already")
+                src = os.open(staging / SNAPSHOT_LEAF, _DIR_FLAGS)
+                try:
+                    self.backend._snapshot_into(src, final.parent, f"received {self.set_id}/{volume}")
+                finally:
+                    os.close(src)
+                done.append(volume)
+        except BaseException:
+            for volume in done:
+                self.drop(volume)
+            raise
+        for _volume, staging in self.staged:
+            self._discard(staging)
+        self.staged = []
+        return done
+
+    def drop(self, volume: str) -> None:
+        try:
+            self.backend.drop(set_id=self.set_id, volume=volume)
+        except Exception:  # noqa: BLE001 - open() removes snapshots the catalog does not list
+            log.exception("pool %s: could not drop received %s/%s", self.backend.pool, self.set_id, volume)
+
+    def close(self) -> None:
+        cur, self.cur = self.cur, None
+        if cur is not None:
+            cur.proc.kill()
+            cur.proc.wait()
+            if cur.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    cur.proc.stdin.close()
+            cur.err.close()
+            self._discard(cur.staging)
+        for _volume, staging in self.staged:
+            self._discard(staging)
+        self.staged = []
+
+    def _discard(self, path: Path) -> None:
+        try:
+            self.backend.remove_volume_tree(path)
+        except (OSError, ReconcilerError):
+            log.exception("could not remove %s; it goes when the pool is opened again", path)
+
+    def _current(self) -> _Receiving:
+        if self.cur is None:
+            raise InvalidArgument("data outside a volume")
+        return self.cur
+
+
+def identity_of(backend: BtrfsBackend, set_id: str, volume: str) -> bytes:
+    try:
+        return subvol_info(backend.snapshot_path(set_id, volume)).identity
+    except OSError:
+        return b""

@@ -1,0 +1,302 @@
+"""The target side of one Receive stream: check the request, stage every volume, commit together.
+
+Visibility follows the agent's rule: backend data first (manifests renamed into place, or read-only
+snapshots created in the store), then the catalog rows of all the set's members on this pool in one
+transaction. A stream that ends or fails before its commit leaves no catalog row; what the backend
+staged is removed now or by `open()` after a crash (chunks that arrived stay, to be reused).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from .. import serde
+from ..agent.core import MAX_LABEL_BYTES, MAX_LABELS, MAX_TARGETS, NodeAgent, Pool
+from ..backends.btrfs import BtrfsBackend
+from ..backends.chunkstore import ChunkstoreBackend
+from ..domain import ImmutableState, SnapshotInfo, valid_volume_name
+from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ProtocolMismatch
+from ..v1 import replication_pb2 as rpb
+from . import btrfs as btrfs_repl
+from . import chunkstore as cs_repl
+from .api import LABEL_ORIGIN_NODE, LABEL_ORIGIN_POOL, REPLICATION_PROTOCOL
+from .chunkstore import ChunkstoreSink
+
+log = logging.getLogger(__name__)
+
+MAX_HOLDINGS = 32  # per volume: the newest sets are the only useful parents
+MAX_HOLDS = 16
+
+
+def choose_pool(agent: NodeAgent, *, wanted: str, source_pool: str, backend: str) -> Pool:
+    """The pool that receives: the one named, else the source pool's namesake, else the only pool of
+    the backend."""
+    if wanted:
+        p = agent.pool(wanted)
+        if p.backend.kind != backend:
+            raise FailedPrecondition(
+                f"node {agent.node}: pool {wanted} is {p.backend.kind}, the source sends {backend}"
+            )
+        return p
+    same = agent.pools.get(source_pool)
+    if same is not None and same.backend.kind == backend:
+        return same
+    matching = [p for p in agent.pools.values() if p.backend.kind == backend]
+    if len(matching) == 1:
+        return matching[0]
+    names = ", ".join(sorted(p.name for p in matching)) or "none"
+    raise FailedPrecondition(
+        f"node {agent.node}: no single {backend} pool to receive into (candidates: {names}); "
+        "name one with the target's pool"
+    )
+
+
+@dataclass
+class _Begin:
+    set_id: str
+    source_node: str
+    members: list[SnapshotInfo]
+    expires: datetime | None
+    keep_expiry: bool
+    name_prefix: str
+    holds: frozenset[str]
+    labels: dict[str, str]
+
+
+class ReceiveSession:
+    def __init__(self, agent: NodeAgent, *, peer: str = "") -> None:
+        self.agent = agent
+        self.peer = peer
+        self.begin: _Begin | None = None
+        self.pool: Pool | None = None
+        self.sink: ChunkstoreSink | btrfs_repl.BtrfsSink | None = None
+        self.present: dict[str, SnapshotInfo] = {}
+        self.committed = False
+
+    def run(self, requests: Iterator[rpb.ReceiveRequest]) -> Iterator[rpb.ReceiveResponse]:
+        try:
+            for req in requests:
+                kind = req.WhichOneof("msg")
+                if kind == "begin":
+                    yield self._begin(req.begin)
+                    continue
+                sink = self._sink()
+                if kind == "volume":
+                    self._volume(req.volume)
+                    sink.begin_volume(req.volume)
+                elif kind == "manifest":
+                    yield from self._chunkstore().manifest_part(req.manifest)
+                elif kind == "chunks":
+                    yield from self._chunkstore().chunks(req.chunks)
+                elif kind == "data":
+                    self._btrfs().data(req.data)
+                elif kind == "volume_end":
+                    if isinstance(sink, ChunkstoreSink):
+                        yield from sink.end_volume()
+                    else:
+                        yield sink.end_volume()
+                elif kind == "commit":
+                    yield self._commit()
+                    return
+                else:
+                    raise InvalidArgument(f"unknown message {kind!r}")
+            if self.begin is not None and not self.committed:
+                log.warning(
+                    "node %s: transfer of set %s from %s ended before its commit; nothing of it is visible",
+                    self.agent.node,
+                    self.begin.set_id,
+                    self.begin.source_node or self.peer,
+                )
+        finally:
+            if self.sink is not None:
+                self.sink.close()
+
+    # -- steps --
+    def _begin(self, m: rpb.ReceiveBegin) -> rpb.ReceiveResponse:
+        if self.begin is not None:
+            raise InvalidArgument("begin sent twice")
+        if m.protocol != REPLICATION_PROTOCOL:
+            raise ProtocolMismatch(
+                f"node {self.agent.node}: replication protocol {m.protocol} offered, this agent speaks "
+                f"{REPLICATION_PROTOCOL}; upgrade the older side"
+            )
+        if m.expect_node and m.expect_node != self.agent.node:
+            raise FailedPrecondition(
+                f"this agent is node {self.agent.node!r}, the sender expects {m.expect_node!r}; check the config"
+            )
+        self.agent.check_set_id(m.set_id)
+        if not m.members or len(m.members) > MAX_TARGETS:
+            raise InvalidArgument(f"set {m.set_id}: {len(m.members)} members offered")
+        members = [serde.snapshot_from_pb(s) for s in m.members]
+        volumes = [s.volume for s in members]
+        for s in members:
+            if s.set_id != m.set_id:
+                raise InvalidArgument(f"member of set {s.set_id} offered in the transfer of {m.set_id}")
+            self.agent.check_volume(s.volume)
+            self._check_labels(m.set_id, {**s.labels, **m.labels})
+        if len(set(volumes)) != len(volumes):
+            raise InvalidArgument(f"set {m.set_id}: a volume is offered twice")
+        if len(m.holds) > MAX_HOLDS or any(not h or len(h) > 200 for h in m.holds):
+            raise InvalidArgument(f"set {m.set_id}: bad holds {list(m.holds)!r}")
+        pool = choose_pool(self.agent, wanted=m.pool, source_pool=m.source_pool, backend=m.backend)
+        self.pool = pool
+        self.begin = _Begin(
+            set_id=m.set_id,
+            source_node=m.source_node,
+            members=members,
+            expires=serde.from_ts(m, "expires"),
+            keep_expiry=not m.HasField("expires") and not m.never_expire,
+            name_prefix=m.name_prefix,
+            holds=frozenset(m.holds),
+            labels=dict(m.labels),
+        )
+        for s in members:
+            have = pool.catalog.get(m.set_id, s.volume)
+            if have is None:
+                continue
+            mine = have.labels.get(LABEL_ORIGIN_NODE, self.agent.node)
+            theirs = s.labels.get(LABEL_ORIGIN_NODE, m.source_node)
+            if mine != theirs:
+                raise AlreadyExists(
+                    f"node {self.agent.node} pool {pool.name}: set {m.set_id} already has volume {s.volume!r} "
+                    f"from node {mine}; the copy from {theirs} would collide (rename one of the volumes)"
+                )
+            self.present[s.volume] = self.agent.effective(have)
+        if isinstance(pool.backend, ChunkstoreBackend):
+            self.sink = ChunkstoreSink(pool.backend, set_id=m.set_id)
+        elif isinstance(pool.backend, BtrfsBackend):
+            self.sink = btrfs_repl.BtrfsSink(pool.backend, m.set_id)
+        else:
+            raise FailedPrecondition(f"pool {pool.name}: {pool.backend.kind} pools cannot receive sets")
+        return rpb.ReceiveResponse(
+            ready=rpb.ReceiveReady(
+                node=self.agent.node,
+                pool=pool.name,
+                backend=pool.backend.kind,
+                holdings=self._holdings(pool, {v for v in volumes if v not in self.present}),
+                present=sorted(self.present),
+            )
+        )
+
+    def _check_labels(self, set_id: str, labels: dict[str, str]) -> None:
+        if (
+            len(labels) > MAX_LABELS + 4
+            or sum(len(k) + len(v) for k, v in labels.items()) > MAX_LABEL_BYTES + 1024
+        ):
+            raise InvalidArgument(f"set {set_id}: too many or too large labels")
+
+    def _holdings(self, pool: Pool, volumes: set[str]) -> list[rpb.Holding]:
+        if not volumes:
+            return []
+        found: dict[str, list[SnapshotInfo]] = {}
+        for _gen, page in pool.catalog.pages(5000):
+            for s in page:
+                if s.volume in volumes:
+                    found.setdefault(s.volume, []).append(s)
+        out = []
+        for volume, snaps in sorted(found.items()):
+            snaps.sort(key=lambda s: (s.created, s.set_id), reverse=True)
+            for s in snaps[:MAX_HOLDINGS]:
+                h = rpb.Holding(set_id=s.set_id, volume=volume)
+                serde.set_ts(h, "created", s.created)
+                if isinstance(pool.backend, BtrfsBackend):
+                    h.identity = btrfs_repl.identity_of(pool.backend, s.set_id, volume)
+                elif isinstance(pool.backend, ChunkstoreBackend):
+                    h.identity = cs_repl.identity_of(pool.backend, s.set_id, volume)
+                out.append(h)
+        return out
+
+    def _volume(self, m: rpb.VolumeBegin) -> None:
+        b = self._began()
+        if m.volume not in {s.volume for s in b.members} or not valid_volume_name(m.volume):
+            raise InvalidArgument(f"volume {m.volume!r} was not offered in the transfer of set {b.set_id}")
+        if m.volume in self.present:
+            raise InvalidArgument(f"volume {m.volume!r} of set {b.set_id} is already here")
+
+    def _commit(self) -> rpb.ReceiveResponse:
+        b = self._began()
+        sink = self._sink()
+        pool = self.pool
+        assert pool is not None
+        received = sink.commit()
+        offered = {s.volume for s in b.members}
+        missing = offered - set(received) - set(self.present)
+        if missing:
+            for volume in received:
+                sink.drop(volume)
+            raise InvalidArgument(f"set {b.set_id}: commit without volume(s) {sorted(missing)}")
+        rows = [self._row(s, pool) for s in b.members if s.volume in received]
+        try:
+            with self.agent._set_lock(b.set_id):
+                if rows:
+                    pool.catalog.insert_many(rows)
+        except BaseException as exc:
+            for volume in received:
+                sink.drop(volume)
+            if "UNIQUE" in str(exc):
+                raise AlreadyExists(
+                    f"pool {pool.name}: set {b.set_id} arrived twice at the same time"
+                ) from None
+            raise
+        self.committed = True
+        log.info(
+            "node %s pool %s: received set %s from %s (%d volume(s), %d already here)",
+            self.agent.node,
+            pool.name,
+            b.set_id,
+            b.source_node or self.peer,
+            len(rows),
+            len(self.present),
+        )
+        snaps = [*rows, *self.present.values()]
+        snaps.sort(key=lambda s: s.volume)
+        return rpb.ReceiveResponse(
+            committed=rpb.ReceiveCommitted(snapshots=[serde.snapshot_to_pb(s) for s in snaps])
+        )
+
+    def _row(self, src: SnapshotInfo, pool: Pool) -> SnapshotInfo:
+        b = self._began()
+        labels = {**src.labels, **b.labels}
+        labels.setdefault(LABEL_ORIGIN_NODE, b.source_node)
+        labels.setdefault(LABEL_ORIGIN_POOL, src.pool)
+        name = src.name if src.name.startswith(b.name_prefix) else b.name_prefix + src.name
+        return SnapshotInfo(
+            set_id=b.set_id,
+            name=name,
+            pool=pool.name,
+            volume=src.volume,
+            created=src.created,
+            expires=src.expires if b.keep_expiry else b.expires,
+            labels=labels,
+            immutable=ImmutableState.NONE,
+            holds=b.holds,
+            logical_bytes=src.logical_bytes,
+            quiesced=src.quiesced,
+        )
+
+    # -- state --
+    def _began(self) -> _Begin:
+        if self.begin is None:
+            raise InvalidArgument("the stream must start with begin")
+        return self.begin
+
+    def _sink(self) -> ChunkstoreSink | btrfs_repl.BtrfsSink:
+        self._began()
+        if self.sink is None:
+            raise NotFound("no receiving pool")
+        return self.sink
+
+    def _chunkstore(self) -> ChunkstoreSink:
+        sink = self._sink()
+        if not isinstance(sink, ChunkstoreSink):
+            raise InvalidArgument("chunkstore data sent to a btrfs pool")
+        return sink
+
+    def _btrfs(self) -> btrfs_repl.BtrfsSink:
+        sink = self._sink()
+        if not isinstance(sink, btrfs_repl.BtrfsSink):
+            raise InvalidArgument("btrfs data sent to a chunkstore pool")
+        return sink

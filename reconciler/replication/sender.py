@@ -1,0 +1,351 @@
+"""The source side of a replication: dial the target agent, offer the set, stream each volume.
+
+One Receive stream per source pool (a set's members on one node may live in several pools). For
+each volume the newest set both sides hold is the parent: btrfs sends incrementally against it,
+the chunkstore uses it for its manifest dictionary and block deltas (chunks the target already
+holds never travel, parent or not).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import grpc
+
+from .. import serde
+from ..agent.core import NodeAgent, Pool
+from ..backends.btrfs import BtrfsBackend
+from ..backends.chunkstore import ChunkstoreBackend
+from ..domain import SnapshotInfo
+from ..errors import FailedPrecondition, NotFound, ProtocolMismatch, ReconcilerError, Unavailable
+from ..transport.status import from_rpc_error
+from ..v1 import replication_pb2 as rpb
+from ..v1 import replication_pb2_grpc as rpb_grpc
+from . import btrfs as btrfs_repl
+from . import chunkstore as cs_repl
+from .api import REPLICATION_PROTOCOL, Peer, ReplicateOutcome, ReplicateSpec, VolumeReport
+from .progress import Meter, StatsFn, Throttle, no_stats
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+QUEUE_DEPTH = 8
+_FRAME_OVERHEAD = 5  # gRPC length-prefixed message header
+
+
+class Dialer:
+    """Opens channels to other agents with this agent's own identity (mTLS client certificate)."""
+
+    def __init__(self, credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.credentials = credentials
+
+    def channel(self, peer: Peer) -> grpc.Channel:
+        options: list[tuple[str, object]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # a peer that vanishes (killed, cable pulled) is noticed within about 30 s
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+        if peer.insecure:
+            return grpc.insecure_channel(peer.address, options=options)
+        if self.credentials is None:
+            raise FailedPrecondition(
+                f"this agent has no TLS identity to dial {peer.label} with; set tls (ca, cert, key) in its "
+                "agent config, or mark the target insecure (loopback only)"
+            )
+        if peer.server_name:
+            options.append(("grpc.ssl_target_name_override", peer.server_name))
+        return grpc.secure_channel(peer.address, self.credentials, options=options)
+
+
+class TLSFiles(Protocol):
+    @property
+    def ca(self) -> Path: ...
+    @property
+    def cert(self) -> Path: ...
+    @property
+    def key(self) -> Path: ...
+
+
+def dialer_from_tls(tls: TLSFiles | None) -> Dialer:
+    """The agent dials its peers with the certificate it serves with (lab certificates are issued
+    for server and client use; see tlslab)."""
+    if tls is None:
+        return Dialer(None)
+    return Dialer(
+        grpc.ssl_channel_credentials(
+            root_certificates=Path(tls.ca).read_bytes(),
+            private_key=Path(tls.key).read_bytes(),
+            certificate_chain=Path(tls.cert).read_bytes(),
+        )
+    )
+
+
+_END = object()
+
+
+class _Stream:
+    """One Receive call: a bounded queue of requests feeding gRPC, responses read on demand."""
+
+    def __init__(self, stub: rpb_grpc.ReplicationStub, meter: Meter, throttle: Throttle, where: str) -> None:
+        self._q: queue.Queue[object] = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._meter = meter
+        self._throttle = throttle
+        self._where = where
+        self._cancelled = threading.Event()
+        self._call = stub.Receive(self._requests())
+        self._done = threading.Event()
+        self._call.add_done_callback(lambda _f: self._done.set())
+        self._responses: Iterator[rpb.ReceiveResponse] = iter(self._call)
+
+    def _requests(self) -> Iterator[rpb.ReceiveRequest]:
+        while True:
+            item = self._q.get()
+            if item is _END:
+                return
+            assert isinstance(item, rpb.ReceiveRequest)
+            yield item
+
+    def _failed(self) -> ReconcilerError:
+        if self._cancelled.is_set():
+            return Unavailable(f"{self._where}: transfer cancelled")
+        try:
+            code = self._call.code()
+        except Exception:  # noqa: BLE001 - not finished after all
+            code = None
+        if code is None or code == grpc.StatusCode.OK:
+            return Unavailable(f"{self._where}: the target ended the stream early")
+        return from_rpc_error(self._call, where=self._where)
+
+    def send(self, msg: rpb.ReceiveRequest) -> None:
+        n = msg.ByteSize() + _FRAME_OVERHEAD
+        self._throttle.take(n)
+        while True:
+            if self._done.is_set() or self._cancelled.is_set():
+                raise self._failed()
+            try:
+                self._q.put(msg, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        self._meter.add(wire=n)
+
+    def recv(self) -> rpb.ReceiveResponse:
+        try:
+            return next(self._responses)
+        except StopIteration:
+            raise self._failed() from None
+        except grpc.RpcError:
+            raise self._failed() from None
+
+    def finish(self) -> None:
+        try:
+            self._q.put(_END, timeout=5)
+        except queue.Full:
+            self._call.cancel()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._call.cancel()
+
+
+@dataclass
+class Sender:
+    agent: NodeAgent
+    dialer: Dialer
+    spec: ReplicateSpec
+    report: StatsFn = no_stats
+    _streams: list[_Stream] = field(default_factory=list)
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        with self._lock:
+            for s in self._streams:
+                s.cancel()
+
+    def run(self) -> ReplicateOutcome:
+        spec = self.spec
+        self.agent.check_set_id(spec.set_id)
+        groups = self._members()
+        meter = Meter(self.report)
+        meter.update(phase="connect", volumes_total=sum(len(v) for v in groups.values()), force=True)
+        throttle = Throttle(spec.throttle_bps)
+        snapshots: list[SnapshotInfo] = []
+        reports: list[VolumeReport] = []
+        target_node = ""
+        pools: list[str] = []
+        channel = self.dialer.channel(spec.target)
+        try:
+            stub = rpb_grpc.ReplicationStub(channel)
+            for pool_name, members in sorted(groups.items()):
+                node, tpool, snaps, reps = self._send_pool(
+                    stub, self.agent.pool(pool_name), members, meter, throttle
+                )
+                target_node = node
+                pools.append(tpool)
+                snapshots.extend(snaps)
+                reports.extend(reps)
+        finally:
+            channel.close()
+        meter.update(phase="done", volume="", force=True)
+        log.info(
+            "set %s replicated to %s (%d volume(s), %d bytes on the wire in %.1fs)",
+            spec.set_id,
+            spec.target.label,
+            len(reports),
+            meter.stats.wire_bytes,
+            meter.seconds,
+        )
+        return ReplicateOutcome(
+            snapshots=tuple(snapshots),
+            target_node=target_node,
+            target_pool=",".join(dict.fromkeys(pools)),
+            totals=meter.stats,
+            volumes=tuple(reports),
+            seconds=meter.seconds,
+        )
+
+    def _members(self) -> dict[str, list[SnapshotInfo]]:
+        spec = self.spec
+        out: dict[str, list[SnapshotInfo]] = {}
+        if spec.refs:
+            for ref in spec.refs:
+                if ref.set_id != spec.set_id:
+                    raise FailedPrecondition(f"member {ref.set_id}/{ref.volume} is not of set {spec.set_id}")
+                out.setdefault(ref.pool, []).append(self.agent.get_snapshot(ref))
+        else:
+            for name, pool in sorted(self.agent.pools.items()):
+                snaps = pool.catalog.for_set(spec.set_id)
+                if snaps:
+                    out[name] = snaps
+        if not out:
+            raise NotFound(f"node {self.agent.node}: no snapshot of set {spec.set_id} to replicate")
+        return out
+
+    def _send_pool(
+        self,
+        stub: rpb_grpc.ReplicationStub,
+        pool: Pool,
+        members: list[SnapshotInfo],
+        meter: Meter,
+        throttle: Throttle,
+    ) -> tuple[str, str, list[SnapshotInfo], list[VolumeReport]]:
+        spec = self.spec
+        stream = _Stream(
+            stub, meter, throttle, where=f"replication of set {spec.set_id} to {spec.target.label}"
+        )
+        with self._lock:
+            if self._cancelled.is_set():
+                raise Unavailable("transfer cancelled")
+            self._streams.append(stream)
+        try:
+            begin = rpb.ReceiveBegin(
+                protocol=REPLICATION_PROTOCOL,
+                set_id=spec.set_id,
+                source_node=self.agent.node,
+                source_pool=pool.name,
+                backend=pool.backend.kind,
+                members=[serde.snapshot_to_pb(s) for s in members],
+                never_expire=spec.never_expire,
+                name_prefix=spec.name_prefix,
+                holds=list(spec.holds),
+                labels=dict(spec.labels),
+                pool=spec.target.pool,
+                expect_node=spec.target.node,
+            )
+            serde.set_ts(begin, "expires", spec.expires)
+            stream.send(rpb.ReceiveRequest(begin=begin))
+            resp = stream.recv()
+            if resp.WhichOneof("msg") != "ready":
+                raise ProtocolMismatch(f"target {spec.target.label} did not answer begin with ready")
+            ready = resp.ready
+            if ready.backend != pool.backend.kind:
+                raise FailedPrecondition(
+                    f"target pool {ready.pool} is {ready.backend}, source pool {pool.name} is {pool.backend.kind}"
+                )
+            holdings: dict[str, list[tuple[str, float, bytes]]] = {}
+            for h in ready.holdings:
+                created = serde.from_ts(h, "created")
+                holdings.setdefault(h.volume, []).append(
+                    (h.set_id, created.timestamp() if created else 0.0, h.identity)
+                )
+            present = set(ready.present)
+            reports: list[VolumeReport] = [VolumeReport(v, already_present=True) for v in sorted(present)]
+            todo = [s for s in members if s.volume not in present]
+            done = len(present)
+            meter.update(volumes_done=done)
+            for snap in todo:
+                parent = self._parent(pool, snap, holdings.get(snap.volume, []))
+                reports.append(self._send_volume(stream, pool, snap, parent, meter))
+                done += 1
+                meter.update(volumes_done=done, force=True)
+            meter.update(phase="commit", force=True)
+            stream.send(rpb.ReceiveRequest(commit=rpb.ReceiveCommit()))
+            resp = stream.recv()
+            if resp.WhichOneof("msg") != "committed":
+                raise ProtocolMismatch(f"target {spec.target.label} did not confirm the commit")
+            snaps = [serde.snapshot_from_pb(s) for s in resp.committed.snapshots]
+            stream.finish()
+            return ready.node, ready.pool, snaps, reports
+        except BaseException:
+            stream.cancel()
+            raise
+        finally:
+            with self._lock:
+                self._streams.remove(stream)
+
+    def _parent(self, pool: Pool, snap: SnapshotInfo, held: list[tuple[str, float, bytes]]) -> str:
+        """The newest set of this volume both sides hold, the same on both (a set id reused after a
+        delete names other data: its identity, the btrfs UUID or the manifest checksum, differs)."""
+        for set_id, _created, identity in sorted(held, key=lambda h: (h[1], h[0]), reverse=True):
+            if set_id == snap.set_id or pool.catalog.get(set_id, snap.volume) is None:
+                continue
+            if isinstance(pool.backend, BtrfsBackend):
+                mine = btrfs_repl.identity_of(pool.backend, set_id, snap.volume)
+            elif isinstance(pool.backend, ChunkstoreBackend):
+                mine = cs_repl.identity_of(pool.backend, set_id, snap.volume)
+            else:
+                continue
+            if identity and mine == identity:
+                return set_id
+        return ""
+
+    def _send_volume(
+        self, stream: _Stream, pool: Pool, snap: SnapshotInfo, parent: str, meter: Meter
+    ) -> VolumeReport:
+        backend = pool.backend
+        if isinstance(backend, ChunkstoreBackend):
+            out = cs_repl.send_volume(
+                backend,
+                stream,
+                meter,
+                set_id=snap.set_id,
+                volume=snap.volume,
+                parent_set_id=parent,
+                logical_bytes=snap.logical_bytes,
+            )
+            return VolumeReport(snap.volume, parent, out.wire_bytes, out.sent_bytes)
+        if isinstance(backend, BtrfsBackend):
+            wire, sent = btrfs_repl.send_volume(
+                backend,
+                stream,
+                meter,
+                set_id=snap.set_id,
+                volume=snap.volume,
+                parent_set_id=parent,
+                compression=self.spec.compression,
+                logical_bytes=snap.logical_bytes,
+            )
+            return VolumeReport(snap.volume, parent, wire, sent)
+        raise FailedPrecondition(f"pool {pool.name}: {backend.kind} pools cannot send sets")

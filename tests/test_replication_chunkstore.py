@@ -1,0 +1,283 @@
+"""Chunkstore replication between real agent processes over mTLS (lab certificates).
+
+Full and incremental transfers (a 1% change sends about 1% of the bytes), metadata on the target,
+idempotence, a corrupted chunk rejected with DATA_LOSS and resent, a chunk that never verifies
+failing the transfer with nothing visible, resume after the source died, a full target disk, and
+refused certificates.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from reconciler.agent.api import CreateSetRequest, Target
+from reconciler.agent.core import NodeAgent
+from reconciler.backends.chunkstore import ChunkstoreBackend
+from reconciler.errors import CorruptData, PermissionDenied, StorageFull, Unavailable
+from reconciler.replication import chunkstore as cs_repl
+from reconciler.replication.api import ReplicateSpec
+from reconciler.replication.progress import TransferStats
+from reconciler.replication.sender import Dialer, Sender
+from reconciler.tlslab import LabPKI, create_lab_pki
+from tests.replication_lab import Site, change_volume, creds, fill_volume, read_tree
+
+VOLUME = "vms/vm1"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> LabPKI:
+    return create_lab_pki(tmp_path_factory.mktemp("pki") / "tls", nodes=["src", "dst", "inproc", "stranger"])
+
+
+@pytest.fixture(scope="module")
+def src(pki: LabPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    d = tmp_path_factory.mktemp("src")
+    site = Site("src", d, d / "pool", pki)
+    fill_volume(site.pool / VOLUME, seed=1, big_mb=16)
+    site.start()
+    yield site
+    site.stop()
+
+
+@pytest.fixture(scope="module")
+def dst(pki: LabPKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    d = tmp_path_factory.mktemp("dst")
+    site = Site("dst", d, d / "pool", pki)
+    site.start()
+    yield site
+    site.stop()
+
+
+def test_full_then_incremental_sends_only_the_changed_bytes(src: Site, dst: Site, tmp_path: Path) -> None:
+    src.snapshot("full-1", [VOLUME])
+    seen: list[TransferStats] = []
+    full = src.replicate("full-1", dst, progress=seen)
+    assert [s.volume for s in full.snapshots] == [VOLUME] and full.target_node == "dst"
+    assert full.volumes[0].parent_set_id == ""
+    logical = full.snapshots[0].logical_bytes
+    assert full.totals.checked_bytes == logical
+    assert full.totals.sent_bytes > 0.9 * logical  # a first transfer sends (nearly) everything
+    assert full.totals.wire_bytes < full.totals.sent_bytes  # compressed as stored
+    assert seen and seen[-1].phase == "done"
+    assert dst.verify("full-1") == []
+    assert dst.content("full-1", VOLUME, tmp_path) == read_tree(src.pool / VOLUME)
+
+    changed = change_volume(src.pool / VOLUME, seed=7, fraction=0.01)
+    src.snapshot("full-2", [VOLUME])
+    incr = src.replicate("full-2", dst)
+    assert incr.volumes[0].parent_set_id == "full-1"
+    # changed blocks travel as deltas of their 4 KiB pages: about the changed bytes, plus metadata
+    metadata = 96 * 1024
+    assert changed * 0.9 < incr.totals.wire_bytes <= 1.05 * changed + metadata, (changed, incr.totals)
+    assert incr.totals.wire_bytes < 0.05 * full.totals.wire_bytes
+    assert dst.verify("full-2") == []
+    assert dst.content("full-2", VOLUME, tmp_path) == read_tree(src.pool / VOLUME)
+
+
+def test_target_keeps_set_id_labels_and_created_and_takes_the_remote_expiry(src: Site, dst: Site) -> None:
+    created = src.snapshot(
+        "meta-1", [VOLUME], labels={"scope": "system:all", "kind": "scheduled", "slot": "x"}
+    )
+    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
+    out = src.replicate("meta-1", dst, expires=expires, name_prefix="dr-", holds=("base:dst",))
+    (snap,) = dst.sets()["meta-1"]
+    assert snap.created == created[0].created
+    assert snap.expires == expires
+    assert snap.name == "dr-name of meta-1"
+    assert snap.holds == frozenset({"base:dst"})
+    assert {k: snap.labels[k] for k in ("scope", "kind", "slot")} == {
+        "scope": "system:all",
+        "kind": "scheduled",
+        "slot": "x",
+    }
+    assert snap.labels["origin_node"] == "src" and snap.labels["origin_pool"] == "main"
+    assert out.snapshots[0] == snap
+    # the source's own expiry when none is given, never when asked
+    src.snapshot("meta-2", [VOLUME])
+    src.replicate("meta-2", dst)
+    assert dst.sets()["meta-2"][0].expires == src.sets()["meta-2"][0].expires
+    src.snapshot("meta-3", [VOLUME])
+    src.replicate("meta-3", dst, never_expire=True)
+    assert dst.sets()["meta-3"][0].expires is None
+
+
+def test_replicating_a_set_the_target_has_is_a_cheap_no_op(src: Site, dst: Site) -> None:
+    src.snapshot("again-1", [VOLUME])
+    src.replicate("again-1", dst)
+    again = src.replicate("again-1", dst)
+    assert [v.already_present for v in again.volumes] == [True]
+    assert again.totals.wire_bytes < 4096
+    assert len(dst.sets()["again-1"]) == 1
+
+
+# --- in-process source: lets the test damage what the source sends ------------------------------
+@pytest.fixture
+def inproc(pki: LabPKI, tmp_path: Path) -> Iterator[NodeAgent]:
+    root = tmp_path / "inproc"
+    fill_volume(root / VOLUME, seed=5, big_mb=4)
+    agent = NodeAgent("inproc", {"main": ChunkstoreBackend(pool="main", root=root)})
+    agent.create_set(
+        CreateSetRequest(
+            set_id="bad-1",
+            name="bad-1",
+            targets=(Target("main", VOLUME, "vm1"),),
+            created=datetime.now(UTC),
+            labels={"scope": "resource:vm1", "kind": "manual", "expected_members": "1"},
+            expires=datetime.now(UTC) + timedelta(days=1),
+        )
+    )
+    yield agent
+    agent.close()
+
+
+def _damaging(monkeypatch: pytest.MonkeyPatch, times: int) -> list[bytes]:
+    """Flip a byte in the first chunk the source reads, `times` times (-1: always)."""
+    real = cs_repl._Store.payload
+    damaged: list[bytes] = []
+
+    def payload(self: cs_repl._Store, reader: object, loc: cs_repl.ChunkLoc) -> bytes:
+        data = real(self, reader, loc)  # type: ignore[arg-type]
+        if times < 0 or len(damaged) < times:
+            damaged.append(data)
+            return bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+
+    monkeypatch.setattr(cs_repl._Store, "payload", payload)
+    return damaged
+
+
+def test_a_corrupted_chunk_is_rejected_with_data_loss_and_resent(
+    inproc: NodeAgent, pki: LabPKI, dst: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    damaged = _damaging(monkeypatch, 1)
+    spec = ReplicateSpec(set_id="bad-1", target=dst.peer())
+    out = Sender(inproc, Dialer(creds(pki, pki["nodes"]["inproc"])), spec).run()
+    assert len(damaged) == 1
+    assert out.totals.chunks_resent == 1
+    assert dst.verify("bad-1") == []
+    assert "DATA_LOSS: chunk" in dst.proc.log.read_text()  # type: ignore[union-attr]
+
+
+def test_a_chunk_that_never_verifies_fails_the_transfer_and_nothing_is_visible(
+    inproc: NodeAgent, pki: LabPKI, dst: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # content the target has never seen, so chunks must travel
+    fill_volume(inproc.pool("main").backend.root / "vms/vm2", seed=99, big_mb=1)
+    inproc.create_set(
+        CreateSetRequest(
+            set_id="bad-2",
+            name="bad-2",
+            targets=(Target("main", "vms/vm2", "vm2"),),
+            created=datetime.now(UTC),
+        )
+    )
+    _damaging(monkeypatch, -1)
+    spec = ReplicateSpec(set_id="bad-2", target=dst.peer())
+    with pytest.raises(CorruptData, match="did not verify|not accepted"):
+        Sender(inproc, Dialer(creds(pki, pki["nodes"]["inproc"])), spec).run()
+    assert "bad-2" not in dst.sets()
+
+
+# --- resume -------------------------------------------------------------------------------------
+def test_a_transfer_cut_short_resumes_without_resending_what_arrived(
+    pki: LabPKI, tmp_path: Path, dst: Site
+) -> None:
+    site = Site("src", tmp_path / "s", tmp_path / "s" / "pool", pki)
+    fill_volume(site.pool / "vms/big", seed=11, big_mb=48)
+    site.start()
+    try:
+        site.snapshot("resume-1", ["vms/big"])
+        killed: list[TransferStats] = []
+
+        def kill_midway(st: TransferStats) -> None:
+            if not killed and st.total_bytes and st.wire_bytes > 0.5 * st.total_bytes:
+                killed.append(st)
+                site.kill()
+
+        # throttled so the progress reports come while data is still flowing
+        with pytest.raises(Unavailable):
+            site.repl.replicate(
+                ReplicateSpec(set_id="resume-1", target=dst.peer(), throttle_bps=24 << 20), kill_midway
+            )
+        assert killed, "the transfer ended before the test could interrupt it"
+        assert "resume-1" not in dst.sets()
+        site.restart()
+        again = site.replicate("resume-1", dst)
+        total = killed[0].total_bytes
+        # what arrived before the kill (at least half) is not sent again
+        assert again.totals.wire_bytes < 0.65 * total, (again.totals, killed[0])
+        assert dst.verify("resume-1") == []
+        assert dst.content("resume-1", "vms/big", tmp_path) == read_tree(site.pool / "vms/big")
+    finally:
+        site.stop()
+
+
+# --- a full target -----------------------------------------------------------------------------
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs: {res.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_target_disk_fails_cleanly_and_the_source_keeps_its_sets(
+    pki: LabPKI, src: Site, small_fs: Path, tmp_path: Path
+) -> None:
+    full = Site("dst", tmp_path / "full", small_fs / "pool", pki)
+    full.start()
+    try:
+        src.snapshot("enospc-1", [VOLUME])
+        with pytest.raises(StorageFull, match="no space left"):
+            src.replicate("enospc-1", full)
+        assert full.sets() == {}
+        assert full.client.node_info().node == "dst"  # still serving
+        assert "enospc-1" in src.sets() and src.verify("enospc-1") == []
+    finally:
+        full.stop()
+
+
+# --- certificates -------------------------------------------------------------------------------
+def test_a_target_presenting_a_certificate_from_another_ca_is_refused(
+    src: Site, tmp_path: Path, pki: LabPKI
+) -> None:
+    foreign = create_lab_pki(tmp_path / "foreign", nodes=["dst"])
+    # the impostor trusts our CA for its clients, but its own certificate is from another CA
+    shutil.copy(pki["ca"], tmp_path / "ours.pem")
+    impostor = Site("dst", tmp_path / "impostor", tmp_path / "impostor" / "pool", foreign)
+    impostor.start()
+    try:
+        src.snapshot("cert-1", [VOLUME])
+        with pytest.raises(Unavailable):
+            src.replicate("cert-1", impostor)
+    finally:
+        impostor.stop()
+    assert not (
+        tmp_path / "impostor" / "pool" / ".reconciler" / "chunkstore" / "snapshots" / "cert-1"
+    ).exists()
+
+
+def test_a_source_the_target_does_not_allow_is_denied(src: Site, pki: LabPKI, tmp_path: Path) -> None:
+    picky = Site("dst", tmp_path / "picky", tmp_path / "picky" / "pool", pki, allowed=["reconciler-daemon"])
+    picky.start()
+    try:
+        src.snapshot("cert-2", [VOLUME])
+        with pytest.raises(PermissionDenied, match="CN='src'"):
+            src.replicate("cert-2", picky)
+        assert picky.sets() == {}
+    finally:
+        picky.stop()
