@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -162,7 +164,15 @@ class Site:
         """Clone the snapshot to a new volume and read every file back."""
         name = f"check-{set_id}-{volume.replace('/', '_')}"[:100].replace(":", "_").replace("@", "_")
         self.client.clone(SnapshotKey(set_id, "main", volume), name)
-        return read_tree(self.pool / name)
+        try:
+            return read_tree(self.pool / name)
+        finally:
+            if self.backend == "btrfs":
+                subprocess.run(
+                    ["btrfs", "subvolume", "delete", str(self.pool / name)], capture_output=True, check=False
+                )
+            else:
+                shutil.rmtree(self.pool / name)
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
