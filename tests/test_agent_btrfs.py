@@ -332,3 +332,38 @@ system_snapshots:
         m = cli_json(state, "snapshot", "create", "resource:web01", "--expires", "1h")
         assert m["complete"] and [x["volume"] for x in m["members"]] == ["vms/web01"]
         assert readonly(root / ".reconciler/btrfs/snapshots" / m["set_id"] / "vms/web01/@")
+
+
+def test_catalog_sync_normal_skips_the_insert_fsync_only(root: Path) -> None:
+    """`catalog_sync: normal` (NodeAgent(durable_inserts=False)): inserts commit without fsync,
+    removes and updates stay fully durable, and nothing partial appears either way."""
+    subvol(root / "v", "x")
+    agent = NodeAgent(
+        "n1", {"fast": BtrfsBackend(pool="fast", root=root)}, clock=Clock(), durable_inserts=False
+    )
+    try:
+        catalog = agent.pool("fast").catalog
+        modes: list[int] = []
+        real = catalog._bump
+
+        def spy() -> None:  # runs inside each write transaction
+            modes.append(catalog._db.execute("PRAGMA synchronous").fetchone()[0])
+            real()
+
+        catalog._bump = spy  # type: ignore[method-assign]
+        agent.create_set(req("s1", "v"))
+        agent.update(
+            [SnapshotUpdate(SnapshotKey("s1", "fast", "v"), frozenset({"holds"}), add_holds=frozenset({"x"}))]
+        )
+        agent.update(
+            [
+                SnapshotUpdate(
+                    SnapshotKey("s1", "fast", "v"), frozenset({"holds"}), remove_holds=frozenset({"x"})
+                )
+            ]
+        )
+        [d] = agent.delete([SnapshotKey("s1", "fast", "v")])
+        assert d.deleted
+        assert modes == [1, 2, 2, 2]  # NORMAL for the insert; FULL for updates and the remove
+    finally:
+        agent.close()

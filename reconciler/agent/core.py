@@ -81,14 +81,16 @@ class NodeAgent:
         clock: Clock = utcnow,
         unlock_floor: timedelta = timedelta(days=1),
         allow_hooks: bool = True,
+        durable_inserts: bool = True,
     ) -> None:
+        """`durable_inserts=False`: a new snapshot's catalog row is not fsynced (see Catalog)."""
         self.node = node
         self.clock = clock
         self.unlock_floor = unlock_floor
         self.allow_hooks = allow_hooks
         self.pools: dict[str, Pool] = {}
         for name, backend in backends.items():
-            catalog = Catalog(backend.meta_dir / "catalog.db", pool=name)
+            catalog = Catalog(backend.meta_dir / "catalog.db", pool=name, durable_inserts=durable_inserts)
             if catalog.created and _has_stored_data(backend):
                 catalog.close()
                 (backend.meta_dir / "catalog.db").unlink(missing_ok=True)
