@@ -308,7 +308,7 @@ resources:
 profiles:
   hourly:
     periods:
-      - {{name: hourly, frequency: hourly, retention: 1d}}
+      - {{name: hourly, frequency: daily, hour: 3, retention: 2d}}  # one slot per run of the test
 system_snapshots:
   full: {{type: full, profile: hourly}}
 """,

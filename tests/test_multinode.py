@@ -192,11 +192,11 @@ resources:
   web2: {kind: vm, node: n3, volumes: [vms/web2], tags: [web], profile: vm}
 profiles:
   hourly:
-    periods:
-      - {name: hourly, frequency: hourly, retention: 1d}
+    periods:  # daily at a fixed hour: a run of this test never straddles two slots
+      - {name: hourly, frequency: daily, hour: 3, retention: 2d}
   vm:
     periods:
-      - {name: vm-hourly, frequency: hourly, retention: 2d}
+      - {name: vm-hourly, frequency: daily, hour: 4, retention: 2d}
 system_snapshots:
   full: {type: full, profile: hourly}
   web: {type: partial, include_tags: [web], profile: hourly}
