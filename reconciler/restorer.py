@@ -104,7 +104,12 @@ def run_plan(
     safety = ""
     if plan.safety_snapshot:
         progress("", ProgressEvent(phase="safety snapshot", message=f"{len(plan.steps)} volume(s)"))
-        safety = take_safety_set(s, plan.steps, clients, now)
+        try:
+            safety = take_safety_set(s, plan.steps, clients, now)
+        except ReconcilerError as exc:
+            if type(exc).__init__ is not ReconcilerError.__init__:
+                raise
+            raise type(exc)(f"the safety snapshot failed, so nothing was restored: {exc}") from exc
     req = plan.request
     by_node: dict[str, list[RestoreStep]] = {}
     for st in plan.steps:
@@ -132,7 +137,12 @@ def run_plan(
                 log.info("restore: %s (%s)", st.what, plan.summary,
                          extra={"set_id": s.set_id, "node": node, "action": "restore", "scope": s.scope})
             except ReconcilerError as exc:
-                errors.append(f"{vol}: {exc}")
+                hint = ""
+                if isinstance(exc, Unavailable) and st.target == st.ref.volume and not req.paths:
+                    # the agent swaps atomically: a restore cut off halfway left one state or the other
+                    hint = (" (the agent was lost during the restore: the volume holds either its content from "
+                            "before or the restored content, never a mix; run the restore again)")
+                errors.append(f"{vol}: {exc}{hint}")
                 log.error("restore of %s failed: %s", vol, exc, extra={"set_id": s.set_id, "node": node})
 
     _parallel(sorted(by_node), one)

@@ -571,6 +571,7 @@ class ChunkstoreBackend(Backend):
         wanted = None if paths is None else [_clean_rel(p, what="restore path") for p in paths]
         m = self._read_manifest(set_id, volume)
         entries = self._select(m, wanted, set_id=set_id, volume=volume)
+        self._check_space(m, entries, dest, set_id=set_id, volume=volume)
         try:
             os.mkdir(dest, 0o700)
         except FileExistsError:
@@ -593,6 +594,33 @@ class ChunkstoreBackend(Backend):
                     f"pool {self.pool}: restoring snapshot {set_id} of volume {volume!r} into {dest} failed: {exc}"
                 ) from exc
             raise
+
+    def _check_space(
+        self, m: Manifest, entries: list[Entry], dest: Path, *, set_id: str, volume: str
+    ) -> None:
+        """Refuse a restore that cannot fit before writing anything: the blocks it writes (holes
+        stay holes), each rounded up to the filesystem's block, against the space free there."""
+        try:
+            st = os.statvfs(dest.parent)
+        except FileNotFoundError:
+            return  # materialize names the missing parent
+        frag = st.f_frsize or 4096
+        free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * frag
+        bs = m.block_size
+        need = 0
+        for e in entries:
+            need += frag  # its inode's directory entry / a directory block, roughly
+            if e.kind != FILE:
+                continue
+            for i, c in enumerate(e.chunks):
+                if c != ZERO_BLOCK:
+                    n = min(bs, e.size - i * bs)
+                    need += -(-n // frag) * frag
+        if need > free:
+            raise StorageFull(
+                f"pool {self.pool}: no space to restore snapshot {set_id} of volume {volume!r}: it needs about "
+                f"{_human(need)}, {_human(free)} are free on {dest.parent}; nothing was written"
+            )
 
     def _select(self, m: Manifest, wanted: list[str] | None, *, set_id: str, volume: str) -> list[Entry]:
         if wanted is None or "" in wanted:
@@ -1142,6 +1170,17 @@ class _SnapshotRun:
             self.writer.add(r.digest, r.payload, r.raw_len, r.flags)
             self.written.add(r.digest)
         e.chunks[i] = self.ref(r.digest)
+
+
+def _human(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 # marks a file entry that vanished or changed type after the walk (left out of the manifest)
