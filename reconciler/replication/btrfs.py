@@ -41,6 +41,7 @@ from ..errors import (
 from ..v1 import replication_pb2 as rpb
 from .link import Link
 from .progress import Meter
+from .wire import encode_data
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,11 @@ def subvol_info(path: Path) -> SubvolInfo:
     return SubvolInfo(uuid=bytes(args.uuid), received_uuid=bytes(args.received_uuid), readonly=readonly)
 
 
+def _boost(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, -5)
+
+
 def _bigger_pipe(fd: int) -> None:
     with contextlib.suppress(OSError):
         fcntl.fcntl(fd, F_SETPIPE_SZ, READ_SIZE)
@@ -155,6 +161,7 @@ def send_volume(
     stream_bytes = 0
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        _boost(proc.pid)
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         _bigger_pipe(fd)
@@ -170,11 +177,11 @@ def send_volume(
                     block = cctx.compress(block)
                     if not block:
                         continue
-                link.send(rpb.ReceiveRequest(data=block))
+                link.send_raw(encode_data(block))
             if cctx is not None:
                 tail = cctx.flush()
                 if tail:
-                    link.send(rpb.ReceiveRequest(data=tail))
+                    link.send_raw(encode_data(tail))
             rc = proc.wait()
         except BaseException:
             proc.kill()
@@ -234,6 +241,7 @@ class BtrfsSink:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )
+            _boost(proc.pid)
         except BaseException:
             err.close()
             self.backend.remove_volume_tree(staging)
@@ -243,7 +251,7 @@ class BtrfsSink:
         dctx = zstandard.ZstdDecompressor().decompressobj() if msg.compressed else None
         self.cur = _Receiving(msg.volume, staging, bytes(msg.source_uuid), proc, err, dctx)
 
-    def data(self, block: bytes) -> None:
+    def data(self, block: bytes | memoryview) -> None:
         cur = self._current()
         if cur.dctx is not None:
             try:

@@ -22,10 +22,11 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import cast
 
 import blake3
 import zstandard
@@ -38,8 +39,11 @@ from ..fsutil import fsync_dir, rename_noreplace
 from ..v1 import replication_pb2 as rpb
 from .link import Link
 from .progress import Meter
+from .wire import ChunkIn, ChunkOut, encode_chunks
 
 log = logging.getLogger(__name__)
+
+Buffer = bytes | memoryview
 
 DIGEST_LEN = 32
 PAGE = 4096
@@ -152,7 +156,7 @@ class _Store:
         return self.b._store_error(exc, doing)
 
 
-def _decompress(dctx: zstandard.ZstdDecompressor, payload: bytes, raw_len: int) -> bytes:
+def _decompress(dctx: zstandard.ZstdDecompressor, payload: Buffer, raw_len: int) -> bytes:
     # The frame must announce exactly the size the sender claims: a hostile frame cannot make us
     # allocate more than one block.
     try:
@@ -227,7 +231,7 @@ def make_delta(new: bytes, old: bytes) -> tuple[bytes, bytes] | None:
     return bytes(bitmap), b"".join(parts)
 
 
-def apply_delta(old: bytes, page_map: bytes, pages_data: bytes) -> bytes:
+def apply_delta(old: bytes, page_map: bytes, pages_data: Buffer) -> bytes:
     n = len(old)
     pages = (n + PAGE - 1) // PAGE
     if len(page_map) != (pages + 7) // 8:
@@ -393,7 +397,7 @@ def _send_chunks(
     meter.expect(total)
     meter.update(phase="send")
     dctx = zstandard.ZstdDecompressor()
-    batch: list[rpb.Chunk] = []
+    batch: list[ChunkOut] = []
     size = 0
     for d, loc in locs:
         payload = store.payload(reader, loc)
@@ -403,7 +407,7 @@ def _send_chunks(
         if base is not None:
             chunk = _delta_chunk(store, reader, dctx, d, loc, payload, base)
         if chunk is None:
-            chunk = rpb.Chunk(digest=d, payload=payload, raw_len=loc.raw_len, flags=loc.flags)
+            chunk = ChunkOut(d, payload, loc.raw_len, loc.flags)
         else:
             out.chunks_delta += 1
             meter.expect(len(chunk.payload) + len(chunk.page_map) - len(payload))
@@ -412,10 +416,10 @@ def _send_chunks(
         batch.append(chunk)
         size += len(chunk.payload) + 64
         if size >= BATCH_BYTES or len(batch) >= BATCH_CHUNKS:
-            link.send(rpb.ReceiveRequest(chunks=rpb.ChunkBatch(chunks=batch)))
+            link.send_raw(encode_chunks(batch))
             batch, size = [], 0
     if batch:
-        link.send(rpb.ReceiveRequest(chunks=rpb.ChunkBatch(chunks=batch)))
+        link.send_raw(encode_chunks(batch))
 
 
 def _delta_chunk(
@@ -426,7 +430,7 @@ def _delta_chunk(
     loc: ChunkLoc,
     payload: bytes,
     base: bytes,
-) -> rpb.Chunk | None:
+) -> ChunkOut | None:
     base_loc = store.loc(base)
     if base_loc is None or base_loc.raw_len != loc.raw_len:
         return None
@@ -446,9 +450,7 @@ def _delta_chunk(
         pages, flags = packed, FLAG_ZSTD
     if len(pages) + len(page_map) >= len(payload):
         return None
-    return rpb.Chunk(
-        digest=digest, payload=pages, raw_len=loc.raw_len, flags=flags, base=base, page_map=page_map
-    )
+    return ChunkOut(digest, pages, loc.raw_len, flags, base=base, page_map=page_map)
 
 
 # --- target side ----------------------------------------------------------------------------------
@@ -469,7 +471,7 @@ class _Incoming:
 @dataclass(frozen=True, slots=True)
 class _Checked:
     digest: bytes
-    payload: bytes
+    payload: Buffer
     raw_len: int
     flags: int
     error: str = ""
@@ -529,12 +531,11 @@ class ChunkstoreSink:
         cur.data = body
         yield from self._need_round(cur)
 
-    def chunks(self, batch: rpb.ChunkBatch) -> Iterator[rpb.ReceiveResponse]:
+    def chunks(self, batch: Sequence[ChunkIn]) -> Iterator[rpb.ReceiveResponse]:
         cur = self._current()
         if cur.manifest is None:
             raise InvalidArgument("chunks before the manifest")
-        items = [(c.digest, c.payload, c.raw_len, c.flags, c.base, c.page_map) for c in batch.chunks]
-        self._pending.append(self._pool.submit(self._check_batch, items))
+        self._pending.append(self._pool.submit(self._check_batch, batch))
         while len(self._pending) > VERIFY_WINDOW:
             yield from self._store_one()
 
@@ -671,11 +672,11 @@ class ChunkstoreSink:
             d = self._codec.dctx = zstandard.ZstdDecompressor()
         return d
 
-    def _check_batch(self, items: list[tuple[bytes, bytes, int, int, bytes, bytes]]) -> list[_Checked]:
-        return [self._check(*item) for item in items]
+    def _check_batch(self, items: Sequence[ChunkIn]) -> list[_Checked]:
+        return [self._check(c.digest, c.payload, c.raw_len, c.flags, c.base, c.page_map) for c in items]
 
     def _check(
-        self, digest: bytes, payload: bytes, raw_len: int, flags: int, base: bytes, page_map: bytes
+        self, digest: bytes, payload: Buffer, raw_len: int, flags: int, base: bytes, page_map: bytes
     ) -> _Checked:
         def bad(reason: str) -> _Checked:
             return _Checked(digest, b"", raw_len, flags, reason)
@@ -686,6 +687,7 @@ class ChunkstoreSink:
             return bad(f"raw length {raw_len} out of range")
         if flags & ~FLAG_ZSTD:
             return bad(f"unknown flags {flags:#x}")
+        raw: Buffer
         try:
             if base:
                 loc = self.store.loc(base)
@@ -707,7 +709,7 @@ class ChunkstoreSink:
         if blake3.blake3(raw).digest() != digest:
             return bad("content does not match its BLAKE3 hash")
         if base:
-            stored, sflags = self.store.compress(raw)
+            stored, sflags = self.store.compress(bytes(raw))  # rebuilt from a delta: bytes already
             return _Checked(digest, stored, raw_len, sflags)
         return _Checked(digest, payload, raw_len, flags)
 
@@ -727,14 +729,15 @@ class ChunkstoreSink:
         if c.digest in self._written or self.store.has(c.digest):
             return 0
         try:
-            self._writer.add(c.digest, c.payload, c.raw_len, c.flags)
+            # PackWriter copies the payload through a memoryview: a view of the message is fine
+            self._writer.add(c.digest, cast(bytes, c.payload), c.raw_len, c.flags)
         except OSError as exc:
             raise self.store.store_error(exc, f"storing received chunks of set {self.set_id}") from exc
         self._written.add(c.digest)
         return len(c.payload)
 
 
-def _frame_size(payload: bytes) -> int:
+def _frame_size(payload: Buffer) -> int:
     """The content size a zstd frame announces (a delta's pages are at most one block)."""
     try:
         size = zstandard.frame_content_size(payload)

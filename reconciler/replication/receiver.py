@@ -9,9 +9,12 @@ staged is removed now or by `open()` after a crash (chunks that arrived stay, to
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from .. import serde
 from ..agent.core import MAX_LABEL_BYTES, MAX_LABELS, MAX_TARGETS, NodeAgent, Pool
@@ -22,6 +25,7 @@ from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFoun
 from ..v1 import replication_pb2 as rpb
 from . import btrfs as btrfs_repl
 from . import chunkstore as cs_repl
+from . import wire
 from .api import LABEL_ORIGIN_NODE, LABEL_ORIGIN_POOL, REPLICATION_PROTOCOL
 from .chunkstore import ChunkstoreSink
 
@@ -29,6 +33,52 @@ log = logging.getLogger(__name__)
 
 MAX_HOLDINGS = 32  # per volume: the newest sets are the only useful parents
 MAX_HOLDS = 16
+PREFETCH = 64  # messages (about 1 MiB each) read ahead of the writer
+_T = TypeVar("_T")
+
+
+_END = object()
+
+
+def prefetch(items: Iterator[_T], depth: int) -> Iterator[_T]:
+    """Read `items` on a thread, up to `depth` ahead: gRPC keeps receiving (and granting flow-control
+    window to the sender) while this side writes to disk, instead of the two taking turns."""
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            failure.append(exc)
+        finally:
+            while not stop.is_set():
+                try:
+                    q.put(_END, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+
+    threading.Thread(target=pump, name="recv-prefetch", daemon=True).start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                if failure:
+                    raise failure[0]
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
 
 
 def choose_pool(agent: NodeAgent, *, wanted: str, source_pool: str, backend: str) -> Pool:
@@ -76,10 +126,21 @@ class ReceiveSession:
         self.present: dict[str, SnapshotInfo] = {}
         self.committed = False
 
-    def run(self, requests: Iterator[rpb.ReceiveRequest]) -> Iterator[rpb.ReceiveResponse]:
+    def run(self, requests: Iterator[bytes]) -> Iterator[rpb.ReceiveResponse]:
+        """`requests` are the raw messages (see wire.py)."""
         try:
-            for req in requests:
-                kind = req.WhichOneof("msg")
+            for raw in prefetch(requests, PREFETCH):
+                d = wire.decode(raw)
+                kind = d.kind
+                if kind == "data":  # the hot paths first
+                    assert d.data is not None
+                    self._btrfs().data(d.data)
+                    continue
+                if kind == "chunks":
+                    yield from self._chunkstore().chunks(d.chunks)
+                    continue
+                req = d.msg
+                assert req is not None
                 if kind == "begin":
                     yield self._begin(req.begin)
                     continue
@@ -89,10 +150,6 @@ class ReceiveSession:
                     sink.begin_volume(req.volume)
                 elif kind == "manifest":
                     yield from self._chunkstore().manifest_part(req.manifest)
-                elif kind == "chunks":
-                    yield from self._chunkstore().chunks(req.chunks)
-                elif kind == "data":
-                    self._btrfs().data(req.data)
                 elif kind == "volume_end":
                     if isinstance(sink, ChunkstoreSink):
                         yield from sink.end_volume()

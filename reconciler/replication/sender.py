@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import grpc
 
@@ -26,16 +26,17 @@ from ..domain import SnapshotInfo
 from ..errors import FailedPrecondition, NotFound, ProtocolMismatch, ReconcilerError, Unavailable
 from ..transport.status import from_rpc_error
 from ..v1 import replication_pb2 as rpb
-from ..v1 import replication_pb2_grpc as rpb_grpc
 from . import btrfs as btrfs_repl
 from . import chunkstore as cs_repl
+from . import wire
 from .api import REPLICATION_PROTOCOL, Peer, ReplicateOutcome, ReplicateSpec, VolumeReport
 from .progress import Meter, StatsFn, Throttle, no_stats
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
-QUEUE_DEPTH = 8
+QUEUE_DEPTH = 64
+RECEIVE_METHOD = "/reconciler.v1.Replication/Receive"
 _FRAME_OVERHEAD = 5  # gRPC length-prefixed message header
 
 
@@ -96,23 +97,28 @@ _END = object()
 class _Stream:
     """One Receive call: a bounded queue of requests feeding gRPC, responses read on demand."""
 
-    def __init__(self, stub: rpb_grpc.ReplicationStub, meter: Meter, throttle: Throttle, where: str) -> None:
+    def __init__(self, channel: grpc.Channel, meter: Meter, throttle: Throttle, where: str) -> None:
         self._q: queue.Queue[object] = queue.Queue(maxsize=QUEUE_DEPTH)
         self._meter = meter
         self._throttle = throttle
         self._where = where
         self._cancelled = threading.Event()
-        self._call = stub.Receive(self._requests())
+        # requests travel as bytes we encode ourselves (wire.py); answers are plain protobuf
+        receive = channel.stream_stream(
+            RECEIVE_METHOD, request_serializer=None, response_deserializer=rpb.ReceiveResponse.FromString
+        )
+        # a _MultiThreadedRendezvous: an iterator, a Future and an RpcError at once
+        self._call: Any = cast(Any, receive(self._requests()))
         self._done = threading.Event()
         self._call.add_done_callback(lambda _f: self._done.set())
         self._responses: Iterator[rpb.ReceiveResponse] = iter(self._call)
 
-    def _requests(self) -> Iterator[rpb.ReceiveRequest]:
+    def _requests(self) -> Iterator[bytes]:
         while True:
             item = self._q.get()
             if item is _END:
                 return
-            assert isinstance(item, rpb.ReceiveRequest)
+            assert isinstance(item, bytes)
             yield item
 
     def _failed(self) -> ReconcilerError:
@@ -127,13 +133,17 @@ class _Stream:
         return from_rpc_error(self._call, where=self._where)
 
     def send(self, msg: rpb.ReceiveRequest) -> None:
-        n = msg.ByteSize() + _FRAME_OVERHEAD
+        self.send_raw(wire.encode(msg))
+
+    def send_raw(self, frame: bytes) -> None:
+        n = len(frame) + _FRAME_OVERHEAD
         self._throttle.take(n)
+
         while True:
             if self._done.is_set() or self._cancelled.is_set():
                 raise self._failed()
             try:
-                self._q.put(msg, timeout=0.2)
+                self._q.put(frame, timeout=0.2)
                 break
             except queue.Full:
                 continue
@@ -187,10 +197,9 @@ class Sender:
         pools: list[str] = []
         channel = self.dialer.channel(spec.target)
         try:
-            stub = rpb_grpc.ReplicationStub(channel)
             for pool_name, members in sorted(groups.items()):
                 node, tpool, snaps, reps = self._send_pool(
-                    stub, self.agent.pool(pool_name), members, meter, throttle
+                    channel, self.agent.pool(pool_name), members, meter, throttle
                 )
                 target_node = node
                 pools.append(tpool)
@@ -235,7 +244,7 @@ class Sender:
 
     def _send_pool(
         self,
-        stub: rpb_grpc.ReplicationStub,
+        channel: grpc.Channel,
         pool: Pool,
         members: list[SnapshotInfo],
         meter: Meter,
@@ -243,7 +252,7 @@ class Sender:
     ) -> tuple[str, str, list[SnapshotInfo], list[VolumeReport]]:
         spec = self.spec
         stream = _Stream(
-            stub, meter, throttle, where=f"replication of set {spec.set_id} to {spec.target.label}"
+            channel, meter, throttle, where=f"replication of set {spec.set_id} to {spec.target.label}"
         )
         with self._lock:
             if self._cancelled.is_set():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import queue
 import threading
@@ -22,12 +24,32 @@ from .sender import Dialer, Sender
 log = logging.getLogger(__name__)
 
 _DONE = object()
+SERVICE = "reconciler.v1.Replication"
+
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_allocator() -> None:
+    """Keep MiB-sized buffers in the heap. glibc serves them with mmap and gives the pages back on
+    free by default, so every 1 MiB message of a transfer cost 256 page faults and zeroed pages:
+    about a third of an agent's CPU time while streaming (measured with perf)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return  # not glibc
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt(_M_MMAP_THRESHOLD, 16 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 256 << 20)
 
 
 class ReplicationService(rpb_grpc.ReplicationServicer):  # type: ignore[misc]
     def __init__(self, agent: NodeAgent, dialer: Dialer | None = None) -> None:
         self.agent = agent
         self.dialer = dialer or Dialer(None)
+        tune_allocator()
 
     def Replicate(
         self, request: rpb.ReplicateRequest, context: grpc.ServicerContext
@@ -73,7 +95,7 @@ class ReplicationService(rpb_grpc.ReplicationServicer):  # type: ignore[misc]
         return gen()
 
     def Receive(
-        self, request_iterator: Iterator[rpb.ReceiveRequest], context: grpc.ServicerContext
+        self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
     ) -> Iterator[rpb.ReceiveResponse]:
         session = ReceiveSession(self.agent, peer=context.peer())
         try:
@@ -87,4 +109,19 @@ class ReplicationService(rpb_grpc.ReplicationServicer):  # type: ignore[misc]
 
 
 def add_to_server(server: grpc.Server, agent: NodeAgent, dialer: Dialer | None = None) -> None:
-    rpb_grpc.add_ReplicationServicer_to_server(ReplicationService(agent, dialer), server)
+    """Register the service. Receive takes its requests as raw bytes (decoded by wire.py, which
+    reads the bulk messages without building protobuf objects); the rest is generated code's."""
+    svc = ReplicationService(agent, dialer)
+    handlers = {
+        "Replicate": grpc.unary_stream_rpc_method_handler(
+            svc.Replicate,
+            request_deserializer=rpb.ReplicateRequest.FromString,
+            response_serializer=rpb.ReplicateEvent.SerializeToString,
+        ),
+        "Receive": grpc.stream_stream_rpc_method_handler(
+            svc.Receive,
+            request_deserializer=None,
+            response_serializer=rpb.ReceiveResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
