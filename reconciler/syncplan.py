@@ -412,7 +412,7 @@ class _Planner:
 
         bases = self.plan_holds(name, target, view, candidates, pending)
         if view.reachable and self.retain is not None:
-            self.plan_remote_retention(name, target, view)
+            self.plan_remote_retention(name, target, view, bases)
         self.targets.append(
             TargetState(
                 target=name,
@@ -568,13 +568,25 @@ class _Planner:
                     self.wake(until)
 
     # -- remote retention --
-    def plan_remote_retention(self, name: str, target: TargetConfig, view: TargetView) -> None:
+    def plan_remote_retention(
+        self, name: str, target: TargetConfig, view: TargetView, bases: Mapping[str, str]
+    ) -> None:
         assert self.retain is not None
-        ours = {
-            sid: s
-            for sid, s in view.sets.items()
-            if not s.members or s.members[0].snapshot.labels.get(LABEL_ORIGIN_NODE, "") in self.our_nodes
-        }
+        bh = base_hold(name)
+        ours: dict[str, SnapshotSet] = {}
+        for sid, s in view.sets.items():
+            if s.members and s.members[0].snapshot.labels.get(LABEL_ORIGIN_NODE, "") not in self.our_nodes:
+                continue
+            if bases.get(s.scope) == sid:
+                # the base hold this plan adds protects it already (the hold lands after the plan)
+                s = replace(
+                    s,
+                    members=tuple(
+                        replace(m, snapshot=replace(m.snapshot, holds=m.snapshot.holds | {bh}))
+                        for m in s.members
+                    ),
+                )
+            ours[sid] = s
         foreign = len(view.sets) - len(ours)
         if foreign:
             self.warnings.append(f"{name}: {foreign} set(s) from other sites are left alone")
@@ -614,11 +626,11 @@ class _Planner:
         for a in plan.actions:
             if a.kind.value != "delete":
                 continue
-            s = ours.get(a.set_id)
-            if s is None:
+            gone = ours.get(a.set_id)
+            if gone is None:
                 continue
             self.deletes.append(
-                RemoteDelete(name, a.set_id, tuple(m.ref for m in s.members), f"{name}: {a.reason}")
+                RemoteDelete(name, a.set_id, tuple(m.ref for m in gone.members), f"{name}: {a.reason}")
             )
         for k in plan.kept:
             self.kept.append(Keep(k.set_id, f"{name}:{k.scope}", k.rule, k.reason, k.expires))
