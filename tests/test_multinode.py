@@ -86,7 +86,7 @@ class Cluster:
         )
         return write(
             self.base / node / "agent.yaml",
-            f'node: {self.agent_names[node]}\nlisten: "{listen}"\ninsecure: true\npools:\n{pools}',
+            f'node: {self.agent_names[node]}\nlisten: "{listen}"\ninsecure: true\nallow_hooks: true\npools:\n{pools}',
         )
 
     def start(self) -> None:

@@ -50,7 +50,9 @@ class AgentConfig(BaseModel):
     pools: dict[str, PoolConfig] = Field(min_length=1)
     tls: AgentTLSConfig | None = None
     insecure: bool = False  # plain text: only on loopback or a unix socket, and only when asked for
-    allow_hooks: bool = True
+    # Freeze/thaw hooks arrive with the daemon's snapshot request and run as commands on this node,
+    # so a remote agent runs them only when its own config says so (and only for allowed clients).
+    allow_hooks: bool = False
     unlock_floor: timedelta = timedelta(days=1)
     # "full" (default): a created snapshot survives a power loss once acknowledged. "normal": its
     # catalog row is not fsynced (about one flush less per create); safe against agent crashes,
