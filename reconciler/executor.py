@@ -194,7 +194,7 @@ class Executor:
             )
 
         def one(node: str, members: list[Member]) -> ActionRecord:
-            extra = {"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create", "reason": a.reason}
+            extra = _log_extra(a, node, "create")
             try:
                 client = clients.get(node)
                 if client is None:
@@ -255,7 +255,7 @@ class Executor:
         snapshots anything, so nothing was taken; ask again resource by resource (a resource's
         volumes stay together) so that the other resources of the node still get their snapshot.
         The set stays partial, is retried, and is never taken for a good one."""
-        extra = {"scope": a.scope, "set_id": a.set_id, "node": node, "action": "create", "reason": a.reason}
+        extra = _log_extra(a, node, "create")
         log.warning(
             "create of set %s on node %s: %s; taking the node's other resources one by one",
             a.set_id,
@@ -296,6 +296,12 @@ class Executor:
             snapshots=tuple(snapshots),
         )
 
+    def _record(
+        self, a: Action, kind: str, node: str, *, error: str = "", retryable: bool = False
+    ) -> ActionRecord:
+        return ActionRecord(self._clock(), kind, a.set_id, a.scope, node, not error, a.reason, error,
+                            retryable=retryable)
+
     def _delete(self, a: Action) -> list[ActionRecord]:
         by_node: dict[str, list[SnapshotKey]] = {}
         for ref in a.delete_refs:
@@ -303,58 +309,21 @@ class Executor:
         clients = self._clients()
 
         def one(node: str, keys: list[SnapshotKey]) -> ActionRecord:
+            extra = _log_extra(a, node, "delete")
             try:
                 client = clients.get(node)
                 if client is None:
                     raise Unavailable(f"node {node} is not configured or not connected")
-                results = client.delete(keys)
-                refused = [r.error for r in results if not r.deleted]
-                if refused:
-                    # the agent's own rules refused it: permanent until something changes
-                    log.warning(
-                        "delete of set %s on node %s refused: %s",
-                        a.set_id,
-                        node,
-                        refused[0],
-                        extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "delete", "reason": a.reason},
-                    )
-                    return ActionRecord(
-                        self._clock(),
-                        "delete",
-                        a.set_id,
-                        a.scope,
-                        node,
-                        False,
-                        a.reason,
-                        "refused: " + "; ".join(refused),
-                    )
-                log.info(
-                    "deleted set %s on node %s: %s",
-                    a.set_id,
-                    node,
-                    a.reason,
-                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "delete", "reason": a.reason},
-                )
-                return ActionRecord(self._clock(), "delete", a.set_id, a.scope, node, True, a.reason)
+                refused = [r.error for r in client.delete(keys) if not r.deleted]
             except ReconcilerError as exc:
-                log.error(
-                    "delete of set %s on node %s failed: %s",
-                    a.set_id,
-                    node,
-                    exc,
-                    extra={"scope": a.scope, "set_id": a.set_id, "node": node, "action": "delete", "reason": a.reason},
-                )
-                return ActionRecord(
-                    self._clock(),
-                    "delete",
-                    a.set_id,
-                    a.scope,
-                    node,
-                    False,
-                    a.reason,
-                    str(exc),
-                    retryable=exc.retryable,
-                )
+                log.error("delete of set %s on node %s failed: %s", a.set_id, node, exc, extra=extra)
+                return self._record(a, "delete", node, error=str(exc), retryable=exc.retryable)
+            if refused:
+                # the agent's own rules refused it: permanent until something changes
+                log.warning("delete of set %s on node %s refused: %s", a.set_id, node, refused[0], extra=extra)
+                return self._record(a, "delete", node, error="refused: " + "; ".join(refused))
+            log.info("deleted set %s on node %s: %s", a.set_id, node, a.reason, extra=extra)
+            return self._record(a, "delete", node)
 
         return _fan_out(by_node, one)
 
@@ -368,6 +337,11 @@ def _fan_out(
     with ThreadPoolExecutor(max_workers=min(16, len(by_node)), thread_name_prefix="fanout") as pool:
         futures = [pool.submit(fn, node, list(items)) for node, items in sorted(by_node.items())]
         return [f.result() for f in futures]
+
+
+def _log_extra(a: Action, node: str, action: str) -> dict[str, str]:
+    """The fields every action log line carries (JSON logs show them as keys)."""
+    return {"scope": a.scope, "set_id": a.set_id, "node": node, "action": action, "reason": a.reason}
 
 
 def _member_labels(m: Member) -> dict[str, str]:
