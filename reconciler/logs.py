@@ -31,6 +31,12 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
 
+    def format(self, record: logging.LogRecord) -> str:
+        # action lines also name scope, set, node (the reason is usually in the message already)
+        fields = [f"{k}={getattr(record, k)}" for k in ("scope", "set_id", "node") if getattr(record, k, None)]
+        text = super().format(record)
+        return f"{text} [{' '.join(fields)}]" if fields else text
+
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
