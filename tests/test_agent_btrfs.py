@@ -243,7 +243,7 @@ def test_agent_process_killed_mid_snapshot_leaves_no_orphan_on_btrfs(btrfs_dir: 
     subvol(root / "vms" / "b", "b")
     cfg = write(
         tmp_path / "agent.yaml",
-        f'node: n1\nlisten: "127.0.0.1:0"\ninsecure: true\npools:\n  fast: {{type: btrfs, path: {root}}}\n',
+        f'node: n1\nlisten: "127.0.0.1:0"\ninsecure: true\nallow_hooks: true\npools:\n  fast: {{type: btrfs, path: {root}}}\n',
     )
     thawing, pidfile = tmp_path / "thawing", tmp_path / "hook.pid"
     agent = AgentProcess(cfg).start()
@@ -266,7 +266,8 @@ def test_agent_process_killed_mid_snapshot_leaves_no_orphan_on_btrfs(btrfs_dir: 
 
         t = threading.Thread(target=create)
         t.start()
-        wait_for(thawing.exists, timeout=20, what="the thaw hook")
+        wait_for(lambda: thawing.exists() or errors, timeout=20, what="the thaw hook")
+        assert not errors, errors
         store = root / ".reconciler/btrfs/snapshots/s1"
         assert is_subvolume(store / "vms/a/@") and is_subvolume(store / "vms/b/@")  # taken, not yet visible
         agent.kill()

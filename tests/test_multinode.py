@@ -513,7 +513,8 @@ system_snapshots:
         passes: list[Any] = []
         t = threading.Thread(target=lambda: passes.append(d.run_pass()))
         t.start()
-        wait_for(thawing.exists, timeout=15, what="the thaw hook to start")
+        wait_for(lambda: thawing.exists() or passes, timeout=15, what="the thaw hook to start")
+        assert not passes, passes[0].records  # the pass must still be waiting on n1
         stored = make_backend("chunkstore", pool="main", root=root).stored_keys()
         set_id = next(iter(stored))[0]
         assert stored == {(set_id, "vms/a/disk0"), (set_id, "vms/a/disk1")}  # data written, not visible
