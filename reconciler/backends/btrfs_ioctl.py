@@ -4,13 +4,17 @@ Called directly instead of spawning `btrfs`: a snapshot is one ioctl (about 2-3 
 transaction commit) while starting the CLI alone costs several milliseconds more. Every function
 takes open file descriptors (so callers can pin the directories they checked) and raises OSError
 with the errno the kernel returned; callers translate errnos into the project's errors.
+
+The ioctls go through libc's ioctl via ctypes, not fcntl.ioctl: fcntl.ioctl keeps the GIL for the
+whole call when it is given a mutable buffer (ours are 4 KiB structures), so a snapshot's
+transaction commit would stall every other thread of the agent (gRPC, other requests). A ctypes
+foreign call releases the GIL. Errors are the same as fcntl.ioctl's: OSError(errno, strerror).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import os
 import struct
 from collections.abc import Iterator
@@ -48,6 +52,20 @@ QGROUP_STATUS_FLAG_INCONSISTENT = 1 << 2
 QGROUP_STATUS_FLAG_SIMPLE_MODE = 1 << 3
 
 _U64_MAX = (1 << 64) - 1
+
+_libc = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter already links
+_libc_ioctl = _libc.ioctl
+_libc_ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+_libc_ioctl.restype = ctypes.c_int
+
+
+def _ioctl(fd: int, request: int, arg: ctypes.Structure | ctypes.c_uint64 | None = None) -> None:
+    """ioctl(fd, request, &arg) with the GIL released; OSError(errno, strerror) on failure, as
+    fcntl.ioctl raises (EINTR gives InterruptedError, like there)."""
+    ptr = None if arg is None else ctypes.addressof(arg)
+    if _libc_ioctl(fd, request, ptr) == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 class _VolArgs(ctypes.Structure):
@@ -135,13 +153,13 @@ def snapshot(src_fd: int, dest_dir_fd: int, name: str, *, readonly: bool) -> Non
     args.fd = src_fd
     args.flags = SUBVOL_RDONLY if readonly else 0
     args.name = _encode_name(name, SUBVOL_NAME_MAX)
-    fcntl.ioctl(dest_dir_fd, IOC_SNAP_CREATE_V2, args)
+    _ioctl(dest_dir_fd, IOC_SNAP_CREATE_V2, args)
 
 
 def create_subvolume(dest_dir_fd: int, name: str) -> None:
     args = _VolArgs()
     args.name = _encode_name(name, PATH_NAME_MAX)
-    fcntl.ioctl(dest_dir_fd, IOC_SUBVOL_CREATE, args)
+    _ioctl(dest_dir_fd, IOC_SUBVOL_CREATE, args)
 
 
 def destroy_subvolume(parent_dir_fd: int, name: str) -> None:
@@ -149,17 +167,17 @@ def destroy_subvolume(parent_dir_fd: int, name: str) -> None:
     ENOTEMPTY while it contains other subvolumes. Space is reclaimed later by the cleaner thread."""
     args = _VolArgs()
     args.name = _encode_name(name, PATH_NAME_MAX)
-    fcntl.ioctl(parent_dir_fd, IOC_SNAP_DESTROY, args)
+    _ioctl(parent_dir_fd, IOC_SNAP_DESTROY, args)
 
 
 def get_flags(subvol_fd: int) -> int:
-    buf = bytearray(8)
-    fcntl.ioctl(subvol_fd, IOC_SUBVOL_GETFLAGS, buf)
-    return int.from_bytes(buf, "little")
+    flags = ctypes.c_uint64()
+    _ioctl(subvol_fd, IOC_SUBVOL_GETFLAGS, flags)
+    return int(flags.value)
 
 
 def set_flags(subvol_fd: int, flags: int) -> None:
-    fcntl.ioctl(subvol_fd, IOC_SUBVOL_SETFLAGS, struct.pack("<Q", flags))
+    _ioctl(subvol_fd, IOC_SUBVOL_SETFLAGS, ctypes.c_uint64(flags))
 
 
 def is_readonly(subvol_fd: int) -> bool:
@@ -168,7 +186,7 @@ def is_readonly(subvol_fd: int) -> bool:
 
 def sync(fd: int) -> None:
     """Commit the current transaction of the filesystem holding `fd` (and flush delalloc)."""
-    fcntl.ioctl(fd, IOC_SYNC)
+    _ioctl(fd, IOC_SYNC)
 
 
 def ino_lookup(fd: int, treeid: int, objectid: int) -> tuple[int, str]:
@@ -179,7 +197,7 @@ def ino_lookup(fd: int, treeid: int, objectid: int) -> tuple[int, str]:
     args = _InoLookupArgs()
     args.treeid = treeid
     args.objectid = objectid
-    fcntl.ioctl(fd, IOC_INO_LOOKUP, args)
+    _ioctl(fd, IOC_INO_LOOKUP, args)
     return int(args.treeid), os.fsdecode(args.name)
 
 
@@ -215,7 +233,7 @@ def tree_search(
     sk.max_transid = _U64_MAX
     while True:
         sk.nr_items = 4096
-        fcntl.ioctl(fd, IOC_TREE_SEARCH, args)
+        _ioctl(fd, IOC_TREE_SEARCH, args)
         n = sk.nr_items
         if n == 0:
             return
