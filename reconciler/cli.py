@@ -20,9 +20,7 @@ from . import __version__
 from .durations import format_duration, parse_duration
 from .errors import ConfigError, InvalidArgument, ReconcilerError
 
-NOT_BUILT = {
-    "sync": "offsite sync (issue: offsite sync)",
-}
+NOT_BUILT: dict[str, str] = {}
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -172,8 +170,11 @@ def cmd_agent(ns: argparse.Namespace) -> int:
 
 def cmd_status(ns: argparse.Namespace) -> int:
     st = _control(ns).status()
+    from .replication.cli import print_sync_status, sync_status
+
+    sync = sync_status(ns)  # offsite targets, transfers, last sync per scope, lag
     if ns.json:
-        emit_json(st)
+        emit_json(st if sync is None else {**st, "sync": sync})
         return 0
     ok = st.get("config_valid", False)
     print(
@@ -246,6 +247,8 @@ def cmd_status(ns: argparse.Namespace) -> int:
                 ["AT", "ACTION", "SET", "NODE", "RESULT", "DETAIL"],
             )
         )
+    if sync:
+        print_sync_status(sync)
     return 0
 
 
@@ -711,6 +714,10 @@ def build_parser() -> argparse.ArgumentParser:
     t2.add_argument("--days", type=int, default=825)
     t2.add_argument("--json", action="store_true")
     t2.set_defaults(func=cmd_tls_init)
+
+    from .replication.cli import add_parser as add_sync_parser
+
+    add_sync_parser(sub, control_opts)
 
     for name, what in NOT_BUILT.items():
         sp = sub.add_parser(name, help=f"not built yet: {what}")

@@ -48,6 +48,7 @@ from .nodes import NodeSet
 from .observed import aggregate
 from .observer import Observer
 from .planner import plan as make_plan
+from .replication.manager import SyncManager
 from .restore import (
     RestorePlan,
     RestoreRequest,
@@ -108,6 +109,7 @@ class Daemon:
         self.nodes = NodeSet(settings.state_dir, deadlines=deadlines)
         self.observer = Observer()
         self.executor = Executor(lambda: self.nodes.clients, clock=clock)
+        self.sync = SyncManager(self, deadlines=deadlines)  # offsite sync (replication/manager.py)
         self.current: ConfigState | None = None
         self.config_errors: list[str] = []
         self.last_pass: PassResult | None = None
@@ -131,6 +133,7 @@ class Daemon:
         from .control.server import start_control_server
 
         self._control = start_control_server(self, self.settings.control_socket_path)
+        self.sync.start()
         self._scheduler.every(max(1, int(self.settings.safety_interval))).seconds.do(self.wake)
         # the daemon's own housekeeping: space of deleted sets back, and (optionally) scrubbing
         if self.settings.gc_interval > 0:
@@ -178,6 +181,7 @@ class Daemon:
         self._emit("stopping", {})
         if self._control is not None:
             self._control.stop(5).wait()
+        self.sync.shutdown()
         self.executor.shutdown()
         self.nodes.close()
         log.info("stopped")
@@ -206,6 +210,7 @@ class Daemon:
             self.current = ConfigState(config, desired, self.clock(), gen)
             self.config_errors = []
             self.executor.config_changed()
+            self.sync.apply_config(config)
         self._emit("config_loaded", {"ok": True, "at": self.clock()})
 
     def reload(self) -> list[str]:
@@ -275,9 +280,12 @@ class Daemon:
         with self._lock:
             st = self.state()
             observed = self.observe()
+            if self.sync.before_plan(observed, self.clock()):  # offsite holds first: see SyncManager
+                observed = self.observe()
             now = self.clock()
             p = make_plan(st.desired, observed, now)
         records = self.executor.run(p.actions) if p.actions else []
+        self.sync.after_pass(observed, now)
         result = PassResult(p, records, time.monotonic() - started)
         self.last_pass = result
         self.last_pass_at = now

@@ -451,8 +451,8 @@ class _Planner:
                 Waiting(name, s.set_id, f"{why}: {state.last_error}; queue it by hand or change the config")
             )
             return
-        due = retry_at(state, target)
-        if due is not None and due > self.now and manual is None:
+        due = retry_at(state, target)  # a request by hand starts with a clean history (the daemon resets it)
+        if due is not None and due > self.now:
             self.waiting.append(
                 Waiting(name, s.set_id, f"retry {state.attempts} after: {state.last_error}", due)
             )

@@ -392,6 +392,9 @@ def start_control_server(daemon: Daemon, socket: Path) -> grpc.Server:
         options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)],
     )
     cpb_grpc.add_ControlServicer_to_server(ControlService(daemon), server)
+    from ..replication.control import add_to_server as add_sync_service  # offsite sync (sync.proto)
+
+    add_sync_service(server, daemon)
     server.add_insecure_port(f"unix:{socket}")
     old = os.umask(0o077)  # owner-only socket: the control API can delete snapshots
     try:

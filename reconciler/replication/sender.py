@@ -40,6 +40,20 @@ RECEIVE_METHOD = "/reconciler.v1.Replication/Receive"
 _FRAME_OVERHEAD = 5  # gRPC length-prefixed message header
 
 
+# Identities for peers, by address, for agents without one of their own: the daemon's embedded node
+# (in the daemon's process) dials offsite targets with the certificate the config gives for them.
+_identities: dict[str, grpc.ChannelCredentials] = {}
+_identities_lock = threading.Lock()
+
+
+def register_identity(address: str, credentials: grpc.ChannelCredentials | None) -> None:
+    with _identities_lock:
+        if credentials is None:
+            _identities.pop(address, None)
+        else:
+            _identities[address] = credentials
+
+
 class Dialer:
     """Opens channels to other agents with this agent's own identity (mTLS client certificate)."""
 
@@ -58,14 +72,18 @@ class Dialer:
         ]
         if peer.insecure:
             return grpc.insecure_channel(peer.address, options=options)
-        if self.credentials is None:
+        credentials = self.credentials
+        if credentials is None:
+            with _identities_lock:
+                credentials = _identities.get(peer.address)
+        if credentials is None:
             raise FailedPrecondition(
                 f"this agent has no TLS identity to dial {peer.label} with; set tls (ca, cert, key) in its "
                 "agent config, or mark the target insecure (loopback only)"
             )
         if peer.server_name:
             options.append(("grpc.ssl_target_name_override", peer.server_name))
-        return grpc.secure_channel(peer.address, self.credentials, options=options)
+        return grpc.secure_channel(peer.address, credentials, options=options)
 
 
 class TLSFiles(Protocol):

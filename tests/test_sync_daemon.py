@@ -1,0 +1,256 @@
+"""Offsite sync run by the daemon: real agent processes over mTLS (a node and an offsite target),
+the daemon in-process with an injected clock (days pass in a test), the real CLI on its control
+socket.
+
+- scheduled sets reach the target with the remote expiry; the newest common set is the base,
+  held on both sides, and moves with each sync; remote retention prunes the target but never its
+  base or last copy; "sync" events carry bytes and lag; status shows targets, lag, last sync;
+- an unreachable target blocks nothing but its base: local pruning goes on, and it catches up;
+- `reconciler sync SET --target T --wait` with a progress bar, sync windows and --now, and
+  `reconciler sync --back` bringing a set deleted locally back to its origin, held there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.agent.client import Deadlines
+from reconciler.daemon import Daemon
+from reconciler.domain import SnapshotInfo
+from reconciler.settings import DaemonSettings
+from reconciler.tlslab import LabPKI, create_lab_pki
+from tests.helpers import cli, cli_json, wait_for, write
+from tests.replication_lab import Site, fill_volume
+
+T0 = datetime(2026, 3, 2, 10, 30, tzinfo=UTC)
+FAST = Deadlines(info=2.0, call=10.0, keepalive=2.0)
+
+
+class Clock:
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> LabPKI:
+    return create_lab_pki(tmp_path / "tls", nodes=["src", "dr"])
+
+
+@pytest.fixture
+def sites(pki: LabPKI, tmp_path: Path) -> Iterator[tuple[Site, Site]]:
+    src = Site("src", tmp_path / "src", tmp_path / "src" / "pool", pki)
+    dr = Site("dr", tmp_path / "dr", tmp_path / "dr" / "pool", pki)
+    fill_volume(src.pool / "vms/vm1", seed=3, big_mb=2, small=10)
+    dr.pool.mkdir(parents=True)
+    src.start()
+    dr.start()
+    yield src, dr
+    src.stop()
+    dr.stop()
+
+
+def config(pki: LabPKI, src: Site, dr: Site, *, target: dict[str, Any] | None = None) -> dict[str, Any]:
+    def tls(name: str) -> dict[str, str]:
+        return {
+            "ca": str(pki["ca"]),
+            "cert": str(pki["daemon"]["cert"]),
+            "key": str(pki["daemon"]["key"]),
+            "server_name": name,
+        }
+
+    return {
+        "version": 1,
+        "nodes": {
+            "src": {
+                "address": src.address,
+                "tls": tls("src"),
+                "pools": {"main": {"type": "chunkstore", "path": str(src.pool)}},
+            }
+        },
+        "profiles": {"daily": {"periods": [{"name": "midnight", "frequency": "daily", "retention": "3d"}]}},
+        "resources": {"vm1": {"kind": "vm", "volumes": ["vms/vm1"], "profile": "daily"}},
+        "offsite": {
+            "targets": {
+                "dr": {
+                    "address": dr.address,
+                    "tls": tls("dr"),
+                    "items": [{"from": "daily/midnight", "retention": "2d"}],
+                    "retry": {"count": 3, "interval": "1m"},
+                    **(target or {}),
+                }
+            }
+        },
+    }
+
+
+@contextmanager
+def daemon(cfg: dict[str, Any], state: Path, clock: Clock) -> Iterator[Daemon]:
+    path = write(state.parent / "config.yaml", json.dumps(cfg))
+    d = Daemon(path, DaemonSettings(state_dir=state), clock=clock, deadlines=FAST)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+        d._shutdown()
+
+
+def settle(d: Daemon, dr: Site, *, expect: set[str] | None = None) -> None:
+    """A daemon pass and a sync pass, then wait for transfers, then both again (holds follow)."""
+    d.run_pass()
+    d.sync.run_pass()
+    if expect is not None:
+        wait_for(lambda: expect <= set(dr.sets()), timeout=60, what=f"{sorted(expect)} on the target")
+    wait_for(lambda: not d.sync.status().active, timeout=60, what="transfers to finish")
+    d.run_pass()
+    d.sync.run_pass()
+    d.run_pass()
+
+
+def holds(snaps: list[SnapshotInfo]) -> frozenset[str]:
+    return frozenset().union(*(s.holds for s in snaps))
+
+
+def local_sets(d: Daemon) -> dict[str, Any]:
+    return {s.set_id: s for s in d.list_sets()}
+
+
+def test_scheduled_sets_go_offsite_with_a_moving_base_and_remote_retention(
+    pki: LabPKI, sites: tuple[Site, Site], tmp_path: Path
+) -> None:
+    src, dr = sites
+    clock = Clock()
+    events: list[dict[str, Any]] = []
+    with daemon(config(pki, src, dr), tmp_path / "state", clock) as d:
+        d.hooks.append(lambda ev, data: events.append(data) if ev == "sync" else None)
+        d.run_pass()
+        (first,) = local_sets(d)
+        settle(d, dr, expect={first})
+        there = dr.sets()[first]
+        assert there[0].expires == there[0].created + timedelta(days=2)  # the remote retention
+        assert "base:dr" in holds(there)
+        assert "base:dr" in holds(src.sets()[first])
+        ok = [e for e in events if e["ok"]]
+        assert ok and ok[0]["target"] == "dr" and ok[0]["bytes"] > 0 and ok[0]["lag_seconds"] == 0.0
+
+        seen = [first]
+        for _ in range(4):
+            clock.advance(days=1)
+            d.run_pass()
+            newest = max(local_sets(d), key=lambda s: local_sets(d)[s].created)
+            seen.append(newest)
+            settle(d, dr, expect={newest})
+            # the base moved: held on the newest common set only, on both sides
+            assert [s for s, m in dr.sets().items() if "base:dr" in holds(m)] == [newest]
+            assert [s for s, m in src.sets().items() if "base:dr" in holds(m)] == [newest]
+        # remote retention 2d: the set of two days ago expired there right now; the newest is the base
+        wait_for(lambda: set(dr.sets()) == set(seen[-2:]), timeout=30, what=f"target pruned to {seen[-2:]}")
+        assert dr.verify() == []
+
+        st = cli_json(d.settings.state_dir, "status")["sync"]
+        (target,) = st["targets"]
+        assert (
+            target["name"] == "dr" and target["reachable"] and target["pending"] == 0 and target["lag_known"]
+        )
+        assert target["bases"] == {"resource:vm1": seen[-1]}
+        (scope,) = st["scopes"]
+        assert scope["scope"] == "resource:vm1" and scope["set_id"] == seen[-1] and scope.get("synced_at")
+        assert any(r["kind"] == "prune" and r["ok"] for r in st["recent"])
+        human = cli(d.settings.state_dir, "status", check=True).stdout
+        assert "OFFSITE" in human and "NEWEST THERE" in human and seen[-1] in human
+
+
+def test_an_unreachable_target_blocks_only_its_base_and_catches_up(
+    pki: LabPKI, sites: tuple[Site, Site], tmp_path: Path
+) -> None:
+    src, dr = sites
+    clock = Clock()
+    with daemon(config(pki, src, dr), tmp_path / "state", clock) as d:
+        d.run_pass()
+        (base,) = local_sets(d)
+        settle(d, dr, expect={base})
+        dr.stop()
+        for _ in range(5):  # local retention is 3 days: without the hold the base would go
+            clock.advance(days=1)
+            settle(d, dr)
+        local = local_sets(d)
+        assert base in local and "base:dr" in local[base].holds  # the only thing the target keeps
+        assert len(local) == 1 + 3  # base + the sets within the local retention (older ones pruned)
+        st = cli_json(d.settings.state_dir, "status")["sync"]
+        assert not st["targets"][0]["reachable"] and not st["targets"][0]["lag_known"]
+        # what the target should get (within the remote retention of 2 days) waits for it
+        due = {k for k, v in local.items() if v.created + timedelta(days=2) > clock.now}
+        assert due and {w["set_id"] for w in st["waiting"]} == due
+
+        dr.restart()
+        newest = max(local, key=lambda s: local[s].created)
+
+        def caught_up() -> bool:
+            d.run_pass()  # the daemon's passes are what wake the sync (the test's clock stands still)
+            d.sync.run_pass()
+            return newest in dr.sets()
+
+        wait_for(caught_up, timeout=60, interval=0.5, what="the target caught up")
+        settle(d, dr)
+        # the old base is released on both sides once the new one is held
+        assert [s for s, m in src.sets().items() if "base:dr" in holds(m)] == [newest]
+
+
+def test_sync_by_hand_windows_and_sync_back(pki: LabPKI, sites: tuple[Site, Site], tmp_path: Path) -> None:
+    src, dr = sites
+    clock = Clock()
+    # the only window is at night: a set queued by hand waits for it, unless --now
+    cfg = config(pki, src, dr, target={"items": [], "windows": [{"start": "22:00", "end": "06:00"}]})
+    with daemon(cfg, tmp_path / "state", clock) as d:
+        state = d.settings.state_dir
+        m1 = cli_json(state, "snapshot", "create", "resource:vm1", "--expires", "30d", "--request-id", "m1")[
+            "set_id"
+        ]
+        r = cli(state, "sync", m1, "--target", "dr", check=True)
+        assert f"queued {m1} for dr" in r.stdout
+        d.sync.run_pass()
+        waiting = {w["set_id"]: w for w in cli_json(state, "status")["sync"]["waiting"]}
+        assert "outside the sync windows" in waiting[m1]["reason"]
+        assert m1 not in dr.sets()
+
+        r = cli(state, "sync", m1, "--target", "dr", "--wait", "--now", timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{m1} is on dr" in r.stdout
+        assert m1 in dr.sets() and dr.verify(m1) == []
+
+        # a second set becomes the base; the first is deleted here and brought back from dr
+        m2 = cli_json(state, "snapshot", "create", "resource:vm1", "--expires", "30d", "--request-id", "m2")[
+            "set_id"
+        ]
+        assert cli(state, "sync", m2, "--target", "dr", "--wait", "--now", timeout=120).returncode == 0
+        d.sync.run_pass()
+        wait_for(
+            lambda: cli(state, "snapshot", "delete", m1).returncode == 0, timeout=30, what=f"{m1} deletable"
+        )
+        assert m1 not in src.sets()
+        r = cli(state, "sync", "--back", m1, "--target", "dr", "--keep", "2d", timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "back on node src" in r.stdout
+        (back,) = src.sets()[m1]
+        assert any(h.startswith("syncback-until:") for h in back.holds)
+        assert back.labels.get("scope") == "resource:vm1"
+        assert src.verify(m1) == []
+
+        # mistakes are clear
+        r = cli(state, "sync", "nope", "--target", "dr")
+        assert r.returncode == 3 and "no local snapshot set 'nope'" in r.stderr
+        r = cli(state, "sync", m1, "--target", "elsewhere")
+        assert r.returncode == 3 and "no offsite target 'elsewhere'" in r.stderr
