@@ -41,11 +41,12 @@ from ..errors import (
 from ..v1 import replication_pb2 as rpb
 from .link import Link
 from .progress import Meter
-from .wire import encode_data
+from .wire import encode_data, encode_data_parts
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 1 << 20
+MESSAGE_SIZE = 4 << 20
 F_SETPIPE_SZ = 1031
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 UUID_LEN = 16
@@ -167,17 +168,24 @@ def send_volume(
         _bigger_pipe(fd)
         cctx = zstandard.ZstdCompressor(level=1).compressobj() if compression else None
         try:
+            parts: list[bytes] = []
+            pending = 0
             while True:
-                block = os.read(fd, READ_SIZE)
-                if not block:
+                chunk = os.read(fd, READ_SIZE)
+                eof = not chunk
+                if chunk:
+                    stream_bytes += len(chunk)
+                    meter.add(scanned=len(chunk), sent=len(chunk), checked=len(chunk))
+                    out = cctx.compress(chunk) if cctx is not None else chunk
+                    if out:
+                        parts.append(out)
+                        pending += len(out)
+                # a few pipe reads per message: fewer messages, fewer wakeups on both sides
+                if parts and (pending >= MESSAGE_SIZE or eof):
+                    link.send_raw(encode_data_parts(parts, pending))
+                    parts, pending = [], 0
+                if eof:
                     break
-                stream_bytes += len(block)
-                meter.add(scanned=len(block), sent=len(block), checked=len(block))
-                if cctx is not None:
-                    block = cctx.compress(block)
-                    if not block:
-                        continue
-                link.send_raw(encode_data(block))
             if cctx is not None:
                 tail = cctx.flush()
                 if tail:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_HOLDINGS = 32  # per volume: the newest sets are the only useful parents
 MAX_HOLDS = 16
-PREFETCH = 64  # messages (about 1 MiB each) read ahead of the writer
+PREFETCH = 16  # messages (1-4 MiB each) read ahead of the writer
 _T = TypeVar("_T")
 
 

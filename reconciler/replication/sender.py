@@ -35,7 +35,7 @@ from .progress import Meter, StatsFn, Throttle, no_stats
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
-QUEUE_DEPTH = 64
+QUEUE_DEPTH = 16
 RECEIVE_METHOD = "/reconciler.v1.Replication/Receive"
 _FRAME_OVERHEAD = 5  # gRPC length-prefixed message header
 

@@ -73,6 +73,11 @@ def encode_data(block: bytes) -> bytes:
     return b"".join((bytes((_TAG_DATA,)), varint(len(block)), block))
 
 
+def encode_data_parts(parts: Sequence[bytes], size: int) -> bytes:
+    """ReceiveRequest{data: b"".join(parts)} with one copy."""
+    return b"".join([bytes((_TAG_DATA,)), varint(size), *parts])
+
+
 def encode_chunks(chunks: Sequence[ChunkOut]) -> bytes:
     """ReceiveRequest{chunks: ChunkBatch{chunks: [...]}}."""
     parts: list[bytes] = []
