@@ -254,3 +254,20 @@ def test_sync_by_hand_windows_and_sync_back(pki: LabPKI, sites: tuple[Site, Site
         assert r.returncode == 3 and "no local snapshot set 'nope'" in r.stderr
         r = cli(state, "sync", m1, "--target", "elsewhere")
         assert r.returncode == 3 and "no offsite target 'elsewhere'" in r.stderr
+
+
+def test_an_embedded_node_syncs_with_the_identity_the_config_gives_the_target(
+    pki: LabPKI, sites: tuple[Site, Site], tmp_path: Path
+) -> None:
+    _src, dr = sites
+    pool = tmp_path / "embedded"
+    fill_volume(pool / "vms/vm1", seed=9, big_mb=1, small=3)
+    cfg = config(pki, _src, dr)
+    cfg["nodes"] = {"box": {"embedded": True, "pools": {"main": {"type": "chunkstore", "path": str(pool)}}}}
+    clock = Clock()
+    with daemon(cfg, tmp_path / "state", clock) as d:
+        d.run_pass()
+        (first,) = local_sets(d)
+        settle(d, dr, expect={first})
+        (there,) = dr.sets()[first]
+        assert there.labels["origin_node"] == "box" and dr.verify(first) == []
