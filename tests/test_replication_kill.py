@@ -99,3 +99,65 @@ def test_killing_either_agent_mid_transfer_never_leaves_a_partial_set(
     print(f"seed {seed}:", *outcomes, sep="\n  ")
     assert interrupted >= ITERATIONS // 4, f"seed {seed}: only {interrupted} kills hit a transfer: {outcomes}"
     assert read_tree(src.pool / VOLUME)  # the live volume is untouched
+
+
+@pytest.mark.root
+@pytest.mark.btrfs
+def test_killing_either_agent_mid_btrfs_receive_never_leaves_a_partial_snapshot(
+    btrfs_dir: Path, pki: LabPKI, tmp_path: Path
+) -> None:
+    import subprocess
+
+    src = Site("src", tmp_path / "src", btrfs_dir / "src", pki, backend="btrfs")
+    dst = Site("dst", tmp_path / "dst", btrfs_dir / "dst", pki, backend="btrfs")
+    (btrfs_dir / "src").mkdir()
+    subprocess.run(
+        ["btrfs", "subvolume", "create", str(btrfs_dir / "src" / "vm1")], check=True, capture_output=True
+    )
+    fill_volume(btrfs_dir / "src" / "vm1", seed=5, big_mb=24, small=20)
+    (btrfs_dir / "dst").mkdir()
+    src.start()
+    dst.start()
+    try:
+        src.snapshot(SET, ["vm1"])
+        expected = read_tree(btrfs_dir / "src" / "vm1")
+        first = src.replicate(SET, dst, compression=False)
+        throttle = int(first.totals.wire_bytes / 0.6)
+        seed = int(os.environ.get("RECONCILER_KILL_SEED", str(random.randrange(1 << 30))))
+        rng = random.Random(seed)
+        store = btrfs_dir / "dst" / ".reconciler"
+        for i in range(max(3, ITERATIONS // 3)):
+            assert dst.client.delete([SnapshotKey(SET, "main", "vm1")])[0].deleted
+            victim = rng.choice([src, dst])
+            delay = rng.uniform(0.0, 0.9)
+            worker = threading.Thread(
+                target=lambda: _quietly(
+                    lambda: src.repl.replicate(
+                        ReplicateSpec(set_id=SET, target=dst.peer(), throttle_bps=throttle, compression=False)
+                    )
+                )
+            )
+            worker.start()
+            time.sleep(delay)
+            victim.kill()
+            worker.join(60)
+            assert not worker.is_alive(), f"seed {seed} iteration {i}: hung"
+            victim.restart()
+            if SET in dst.sets():
+                assert dst.verify(SET) == [] and dst.content(SET, "vm1", tmp_path) == expected
+            else:
+                # nothing that looks like a snapshot: no store entry, nothing left in staging
+                assert not (store / "btrfs" / "snapshots" / SET).exists(), f"seed {seed} iteration {i}"
+                assert not list((store / "staging").iterdir()), f"seed {seed} iteration {i}"
+                src.replicate(SET, dst, compression=False)
+                assert dst.verify(SET) == [] and dst.content(SET, "vm1", tmp_path) == expected
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def _quietly(fn: object) -> None:
+    try:
+        fn()  # type: ignore[operator]
+    except ReconcilerError:
+        pass
