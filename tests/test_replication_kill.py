@@ -51,10 +51,14 @@ def test_killing_either_agent_mid_transfer_never_leaves_a_partial_set(
     src, dst = sites
     src.snapshot(SET, [VOLUME])
     expected = src.content(SET, VOLUME, tmp_path)
-    t0 = time.monotonic()
     first = src.replicate(SET, dst)
-    duration = max(0.2, time.monotonic() - t0)
     throttle = int(first.totals.wire_bytes / 0.6)  # about 0.6 s per transfer: room to hit it mid-way
+    # how long a throttled transfer takes here and now: the kills are spread over that time
+    assert dst.client.delete([SnapshotKey(SET, "main", VOLUME)])[0].deleted
+    dst.client.collect_garbage("main")
+    t0 = time.monotonic()
+    src.repl.replicate(ReplicateSpec(set_id=SET, target=dst.peer(), throttle_bps=throttle))
+    duration = time.monotonic() - t0
     seed = int(os.environ.get("RECONCILER_KILL_SEED", str(random.randrange(1 << 30))))
     rng = random.Random(seed)
     interrupted = 0
@@ -64,7 +68,7 @@ def test_killing_either_agent_mid_transfer_never_leaves_a_partial_set(
         assert dst.client.delete([SnapshotKey(SET, "main", VOLUME)])[0].deleted
         dst.client.collect_garbage("main")
         victim = rng.choice([src, dst])
-        delay = rng.uniform(0.0, 0.8 + duration)
+        delay = rng.uniform(0.0, 1.1 * duration)
         errors: list[BaseException] = []
 
         def run(errors: list[BaseException] = errors) -> None:
@@ -123,13 +127,19 @@ def test_killing_either_agent_mid_btrfs_receive_never_leaves_a_partial_snapshot(
         expected = read_tree(btrfs_dir / "src" / "vm1")
         first = src.replicate(SET, dst, compression=False)
         throttle = int(first.totals.wire_bytes / 0.6)
+        assert dst.client.delete([SnapshotKey(SET, "main", "vm1")])[0].deleted
+        t0 = time.monotonic()
+        src.repl.replicate(
+            ReplicateSpec(set_id=SET, target=dst.peer(), throttle_bps=throttle, compression=False)
+        )
+        duration = time.monotonic() - t0
         seed = int(os.environ.get("RECONCILER_KILL_SEED", str(random.randrange(1 << 30))))
         rng = random.Random(seed)
         store = btrfs_dir / "dst" / ".reconciler"
         for i in range(max(3, ITERATIONS // 3)):
             assert dst.client.delete([SnapshotKey(SET, "main", "vm1")])[0].deleted
             victim = rng.choice([src, dst])
-            delay = rng.uniform(0.0, 0.9)
+            delay = rng.uniform(0.0, 1.1 * duration)
             worker = threading.Thread(
                 target=lambda: _quietly(
                     lambda: src.repl.replicate(

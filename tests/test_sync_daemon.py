@@ -271,3 +271,38 @@ def test_an_embedded_node_syncs_with_the_identity_the_config_gives_the_target(
         settle(d, dr, expect={first})
         (there,) = dr.sets()[first]
         assert there.labels["origin_node"] == "box" and dr.verify(first) == []
+
+
+def test_a_transfer_pauses_when_its_window_closes_and_resumes_in_the_next(
+    pki: LabPKI, sites: tuple[Site, Site], tmp_path: Path
+) -> None:
+    src, dr = sites
+    fill_volume(src.pool / "vms/vm1", seed=4, big_mb=4, small=2)  # about 2 MB on the wire
+    clock = Clock(T0.replace(hour=5, minute=59, second=56))  # the night window closes in 4 s
+    cfg = config(
+        pki, src, dr, target={"throttle_bps": 400_000, "windows": [{"start": "22:00", "end": "06:00"}]}
+    )
+    with daemon(cfg, tmp_path / "state", clock) as d:
+        d.run_pass()
+        (first,) = local_sets(d)
+        d.sync.run_pass()
+        assert d.sync.status().active, "the transfer starts inside the window"
+        clock.advance(seconds=7)  # (its end was armed in real seconds; later passes see the window closed)
+        wait_for(lambda: not d.sync.status().active, timeout=30, what="the pause at the window's end")
+        (paused,) = [r for r in d.sync.status().recent if r.set_id == first]
+        assert paused.kind == "pause" and not paused.ok and paused.wire_bytes > 0
+        assert first not in dr.sets()
+        d.sync.run_pass()  # 06:00:03: closed, nothing starts
+        assert not d.sync.status().active
+        st = cli_json(d.settings.state_dir, "status")["sync"]
+        assert [w["reason"] for w in st["waiting"] if w["set_id"] == first] == ["outside the sync windows"]
+        clock.now = clock.now.replace(hour=22, minute=0, second=1)
+        settle(d, dr, expect={first})
+        done = [r for r in d.sync.status().recent if r.set_id == first and r.kind == "sync"]
+        assert done and done[-1].ok
+        # what arrived before the pause was kept on the target: the rest is all that travelled
+        total = paused.wire_bytes + done[-1].wire_bytes
+        assert done[-1].wire_bytes < total - 0.5 * paused.wire_bytes
+        assert dr.verify(first) == []
+        # a pause is not a failure: no retry back-off, no "sync" failure event
+        assert not d.sync.status().plan or all(w.set_id != first for w in d.sync.status().plan.waiting)

@@ -303,10 +303,9 @@ class SyncManager:
             return None
         now = self.daemon.clock()
         views = self.observe_targets(now)
-        with self._lock:
-            observed = self._observed
-        if observed is None:
-            observed = self.daemon.observe()
+        # a fresh look (cheap: pools are re-listed only when their generation changed), so sets the
+        # pass that woke us has just created are seen
+        observed = self.daemon.observe()
         with self._lock:
             p = plan_sync(
                 config,
@@ -421,15 +420,16 @@ class SyncManager:
             if timer is not None:
                 timer.cancel()
         now = self.daemon.clock()
-        wire = sum(o.totals.wire_bytes for o in outcome)
+        wire = sum(o.totals.wire_bytes for o in outcome) if error is None else active.stats.wire_bytes
+        paused = error is not None and active.cancel.is_set()
         with self._lock:
             self._active.pop(key, None)
             if error is None:
                 self._history.pop(key, None)
                 self._manual.pop(key, None)
                 self._arrived[key] = now
-            elif active.cancel.is_set() and not self._stop.is_set():
-                log.info("sync of %s to %s paused at the end of the sync window", t.set_id, t.target)
+            elif paused:  # the window closed (or the daemon stops): not a failure, resumed later
+                log.info("sync of %s to %s paused (sync window closed or shutdown)", t.set_id, t.target)
             elif not self._stop.is_set():
                 prev = self._history.get(key, TransferState())
                 permanent = isinstance(error, PERMANENT)
@@ -439,14 +439,13 @@ class SyncManager:
         volumes = tuple(s.volume for o in outcome for s in o.snapshots)
         if error is None:
             log.info("synced %s to %s (%d bytes on the wire, %.1fs)", t.set_id, t.target, wire, seconds)
-        else:
+        elif not paused:
             log.warning("sync of %s to %s failed: %s", t.set_id, t.target, error)
+        kind = "pause" if paused else "sync"
         self._record(
-            SyncRecord(
-                now, t.target, t.set_id, error is None, str(error or ""), wire, seconds, "sync", volumes
-            )
+            SyncRecord(now, t.target, t.set_id, error is None, str(error or ""), wire, seconds, kind, volumes)
         )
-        if not (error is not None and active.cancel.is_set()):
+        if not paused:
             self.daemon._emit(
                 "sync",
                 {
