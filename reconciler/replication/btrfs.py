@@ -46,6 +46,7 @@ from .wire import encode_data, encode_data_parts
 log = logging.getLogger(__name__)
 
 READ_SIZE = 1 << 20
+PIPE_SIZE = 8 << 20
 MESSAGE_SIZE = 4 << 20
 F_SETPIPE_SZ = 1031
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -108,8 +109,14 @@ def _boost(pid: int) -> None:
 
 
 def _bigger_pipe(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, F_SETPIPE_SZ, READ_SIZE)
+    """A deeper pipe between btrfs and us smooths out who waits for whom (root may go past
+    /proc/sys/fs/pipe-max-size, 1 MiB by default; otherwise that is what we get)."""
+    for size in (PIPE_SIZE, READ_SIZE):
+        try:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+            return
+        except OSError:
+            continue
 
 
 def _stderr_text(fh: IO[bytes]) -> str:
@@ -171,7 +178,7 @@ def send_volume(
             parts: list[bytes] = []
             pending = 0
             while True:
-                chunk = os.read(fd, READ_SIZE)
+                chunk = os.read(fd, MESSAGE_SIZE)
                 eof = not chunk
                 if chunk:
                     stream_bytes += len(chunk)

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -54,24 +55,60 @@ def register_identity(address: str, credentials: grpc.ChannelCredentials | None)
             _identities[address] = credentials
 
 
+@dataclass
+class _Kept:
+    channel: grpc.Channel
+    users: int = 0
+    stale: bool = False
+
+
 class Dialer:
     """Opens channels to other agents with this agent's own identity (mTLS client certificate)."""
 
     def __init__(self, credentials: grpc.ChannelCredentials | None = None) -> None:
         self.credentials = credentials
+        # one connection per peer, kept: a transfer then starts without a TCP and TLS handshake
+        self._channels: dict[tuple[str, str, bool, int], _Kept] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def lease(self, peer: Peer) -> Iterator[grpc.Channel]:
+        """The kept connection to `peer`. After a failure it is dropped (closed once no transfer
+        uses it): the next transfer dials afresh instead of waiting out a reconnect backoff."""
+        credentials = None if peer.insecure else self._credentials(peer)
+        key = (peer.address, peer.server_name, peer.insecure, id(credentials))
+        with self._lock:
+            kept = self._channels.get(key)
+            if kept is None:
+                kept = self._channels[key] = _Kept(self._open(peer, credentials))
+            kept.users += 1
+        ok = False
+        try:
+            yield kept.channel
+            ok = True
+        finally:
+            with self._lock:
+                kept.users -= 1
+                if not ok:
+                    kept.stale = True
+                    if self._channels.get(key) is kept:
+                        del self._channels[key]
+                if kept.stale and kept.users == 0:
+                    kept.channel.close()
 
     def channel(self, peer: Peer) -> grpc.Channel:
-        options: list[tuple[str, object]] = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            # a peer that vanishes (killed, cable pulled) is noticed within about 30 s
-            ("grpc.keepalive_time_ms", 20_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 0),
-            ("grpc.http2.max_pings_without_data", 0),
-        ]
-        if peer.insecure:
-            return grpc.insecure_channel(peer.address, options=options)
+        """A new connection of the caller's own (to close)."""
+        return self._open(peer, None if peer.insecure else self._credentials(peer))
+
+    def close(self) -> None:
+        with self._lock:
+            for kept in self._channels.values():
+                kept.stale = True
+                if kept.users == 0:
+                    kept.channel.close()
+            self._channels.clear()
+
+    def _credentials(self, peer: Peer) -> grpc.ChannelCredentials:
         credentials = self.credentials
         if credentials is None:
             with _identities_lock:
@@ -81,6 +118,20 @@ class Dialer:
                 f"this agent has no TLS identity to dial {peer.label} with; set tls (ca, cert, key) in its "
                 "agent config, or mark the target insecure (loopback only)"
             )
+        return credentials
+
+    def _open(self, peer: Peer, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+        options: list[tuple[str, object]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # a peer that vanishes (killed, cable pulled) is noticed within about 30 s
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+        if credentials is None:
+            return grpc.insecure_channel(peer.address, options=options)
         if peer.server_name:
             options.append(("grpc.ssl_target_name_override", peer.server_name))
         return grpc.secure_channel(peer.address, credentials, options=options)
@@ -213,8 +264,7 @@ class Sender:
         reports: list[VolumeReport] = []
         target_node = ""
         pools: list[str] = []
-        channel = self.dialer.channel(spec.target)
-        try:
+        with self.dialer.lease(spec.target) as channel:
             for pool_name, members in sorted(groups.items()):
                 node, tpool, snaps, reps = self._send_pool(
                     channel, self.agent.pool(pool_name), members, meter, throttle
@@ -223,8 +273,6 @@ class Sender:
                 pools.append(tpool)
                 snapshots.extend(snaps)
                 reports.extend(reps)
-        finally:
-            channel.close()
         meter.update(phase="done", volume="", force=True)
         log.info(
             "set %s replicated to %s (%d volume(s), %d bytes on the wire in %.1fs)",
