@@ -468,6 +468,11 @@ def cmd_restore(ns: argparse.Namespace) -> int:
         with_settings=getattr(ns, "with_settings", False), paths=list(getattr(ns, "paths", []) or []),
         volume=getattr(ns, "volume", "") or "", dry_run=ns.dry_run,
     )
+    if getattr(ns, "from_target", None):
+        # restore from offsite: the set is first copied back from the target site, then restored here
+        from .replication.cli import fetch_back
+
+        fetch_back(ns, ns.set_id, ns.from_target)
     events: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
     tty = sys.stderr.isatty() and not ns.json
@@ -653,6 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             r.set_defaults(as_name="")
         r.add_argument("--dry-run", action="store_true", help="only print what would be done")
+        r.add_argument("--from-target", help="the set is held at this offsite target: fetch it back first")
         r.set_defaults(func=cmd_restore)
 
     sp = sub.add_parser("restore", help="restore a resource, tenant, files or the whole system from a set")

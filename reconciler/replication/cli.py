@@ -302,3 +302,21 @@ def print_sync_status(st: dict[str, Any]) -> None:
 
 
 __all__ = ["add_parser", "cmd_sync", "format_duration", "print_sync_status", "sync_status"]
+
+
+def fetch_back(ns: argparse.Namespace, set_id: str, target: str, *, keep: str = "7d") -> None:
+    """Bring a set held at an offsite target back to its origin node (for a restore), or raise."""
+    stub, control = _stub(ns)
+    try:
+        call = stub.SyncBack(
+            spb.SyncBackRequest(set_id=set_id, target=target, to_node="",
+                                keep_seconds=int(parse_duration(keep).total_seconds())),
+            metadata=control.metadata,
+        )
+        bar = None if getattr(ns, "json", False) else Bar(f"{set_id} <- {target}")
+        result = _events(call, bar, f"daemon SyncBack {set_id}")
+    finally:
+        control.close()
+    if result is None or not result.ok:
+        why = result.message if result is not None else "the daemon ended the request without an answer"
+        raise ReconcilerError(f"fetching set {set_id} back from {target} failed: {why}; nothing was restored")
