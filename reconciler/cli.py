@@ -20,8 +20,6 @@ from . import __version__
 from .durations import format_duration, parse_duration
 from .errors import ConfigError, InvalidArgument, ReconcilerError
 
-NOT_BUILT: dict[str, str] = {}
-
 
 # --- formatting -------------------------------------------------------------------------------
 def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
@@ -536,11 +534,6 @@ def cmd_tenant_token(ns: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_not_built(ns: argparse.Namespace) -> int:
-    print(f"reconciler {ns.command}: not built yet — {NOT_BUILT[ns.command]}.", file=sys.stderr)
-    return 2
-
-
 # --- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -725,10 +718,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sync_parser(sub, control_opts)
 
-    for name, what in NOT_BUILT.items():
-        sp = sub.add_parser(name, help=f"not built yet: {what}")
-        sp.add_argument("args", nargs=argparse.REMAINDER)
-        sp.set_defaults(func=cmd_not_built)
     return p
 
 
