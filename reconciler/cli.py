@@ -1,7 +1,8 @@
 """The `reconciler` command line. Human tables by default, --json for scripts, stable exit codes.
 
 Exit codes: 0 ok, 1 invalid config or failed operation, 2 bad arguments, 3 not found,
-5 refused by a rule (immutable, held, ...), 9 daemon or node unreachable.
+5 refused by a rule (immutable, held, ...), 6 permission denied, 7 damaged data found,
+8 storage full, 9 daemon or node unreachable.
 """
 
 from __future__ import annotations
