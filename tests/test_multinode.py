@@ -353,7 +353,10 @@ system_snapshots:
         assert took < FAST.info + 5, took
         assert {r.node for r in result.records if r.ok} == {"n1"}
         obs = d.observer.nodes["n2"]
-        assert not obs.reachable and "deadline_exceeded" in obs.error
+        # the call deadline or the keepalive ping, whichever fires first on a loaded machine: both
+        # bound what a hung agent costs (checked by `took` above)
+        assert not obs.reachable
+        assert "deadline_exceeded" in obs.error or "ping timeout" in obs.error, obs.error
         os.kill(n2.proc.pid, signal.SIGCONT)
         clock.advance(minutes=1)
         wait_for(
