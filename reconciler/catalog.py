@@ -12,7 +12,6 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -94,9 +93,6 @@ class Catalog:
     def _bump(self) -> None:
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
 
-    def insert(self, snap: SnapshotInfo) -> None:
-        self.insert_many([snap])
-
     def insert_many(self, snaps: Sequence[SnapshotInfo]) -> None:
         """Make several snapshots visible together (one transaction): a node's part of a set."""
         with self._lock:
@@ -116,20 +112,6 @@ class Catalog:
             finally:
                 if not self.durable_inserts:
                     self._db.execute("PRAGMA synchronous=FULL")
-
-    def replace(self, snap: SnapshotInfo) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO snapshots VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    self._row(snap),
-                )
-                self._bump()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
 
     def remove(self, set_id: str, volume: str) -> bool:
         with self._lock:
@@ -236,7 +218,3 @@ class Catalog:
             logical_bytes=int(str(logical)),
             quiesced=bool(quiesced),
         )
-
-
-def with_unique(snap: SnapshotInfo, unique: int) -> SnapshotInfo:
-    return replace(snap, unique_bytes=unique)

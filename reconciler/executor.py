@@ -33,6 +33,7 @@ from .domain import (
     SnapshotInfo,
 )
 from .errors import NotFound, QuiesceFailed, ReconcilerError, Unavailable
+from .fanout import per_node
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -331,12 +332,7 @@ class Executor:
 def _fan_out(
     by_node: Mapping[str, Sequence[_T]], fn: Callable[[str, list[_T]], ActionRecord]
 ) -> list[ActionRecord]:
-    """One call per node, nodes in parallel (a set spans nodes; one slow node must not serialise the rest)."""
-    if len(by_node) <= 1:
-        return [fn(node, list(items)) for node, items in by_node.items()]
-    with ThreadPoolExecutor(max_workers=min(16, len(by_node)), thread_name_prefix="fanout") as pool:
-        futures = [pool.submit(fn, node, list(items)) for node, items in sorted(by_node.items())]
-        return [f.result() for f in futures]
+    return per_node(sorted(by_node), lambda node: fn(node, list(by_node[node])))
 
 
 def _log_extra(a: Action, node: str, action: str) -> dict[str, str]:

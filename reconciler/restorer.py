@@ -10,7 +10,6 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from .domain import (
     VolumeRef,
 )
 from .errors import ReconcilerError, Unavailable
+from .fanout import per_node
 from .restore import RestorePlan, RestoreStep
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def take_safety_set(
             labels=labels, expires=now + SAFETY_RETENTION,
         ))
 
-    _parallel(sorted(by_node), one)  # any failure raises: no safety set, no restore
+    per_node(sorted(by_node), one, thread_name="restore")  # any failure raises: no safety set, no restore
     return set_id
 
 
@@ -145,7 +145,7 @@ def run_plan(
                 errors.append(f"{vol}: {exc}{hint}")
                 log.error("restore of %s failed: %s", vol, exc, extra={"set_id": s.set_id, "node": node})
 
-    _parallel(sorted(by_node), one)
+    per_node(sorted(by_node), one, thread_name="restore")
     settings_file = ""
     if plan.settings:
         settings_dir.mkdir(parents=True, exist_ok=True)
@@ -157,13 +157,3 @@ def run_plan(
            f"{plan.summary}: {len(errors)} of {len(plan.steps)} volume(s) failed"
            + (f"; the safety set {safety} holds the content from before" if safety else ""))
     return RestoreOutcome(ok, msg, safety, sorted(done), settings_file, errors)
-
-
-def _parallel(nodes: list[str], fn: Callable[[str], None]) -> None:
-    if len(nodes) <= 1:
-        for n in nodes:
-            fn(n)
-        return
-    with ThreadPoolExecutor(max_workers=min(16, len(nodes)), thread_name_prefix="restore") as pool:
-        for f in [pool.submit(fn, n) for n in nodes]:
-            f.result()

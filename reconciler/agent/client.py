@@ -14,7 +14,7 @@ import grpc
 from .. import serde
 from ..backends.base import FileEntry, ProgressEvent, no_progress
 from ..domain import SnapshotInfo
-from ..errors import ProtocolMismatch, ReconcilerError, Unavailable
+from ..errors import ProtocolMismatch, Unavailable
 from ..transport.status import from_rpc_error
 from ..v1 import agent_pb2 as pb
 from ..v1 import agent_pb2_grpc as pb_grpc
@@ -246,7 +246,3 @@ class AgentClient:
 
 def _file(e: pb.FileEntry) -> FileEntry:
     return FileEntry(path=e.path, kind=e.kind, size=e.size, mode=e.mode, mtime=e.mtime)
-
-
-def is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, ReconcilerError) and exc.retryable
