@@ -210,6 +210,18 @@ def test_open_removes_orphans_and_staging_leftovers(
     (backend.snapshots_dir / "s3" / "vms" / "x").mkdir(parents=True)
     (backend.snapshots_dir / "s2" / "junk").write_text("x")
     (backend.snapshots_dir / ".hidden").mkdir()
+    # a receive from another site cut short, and one committed by rename but not in the catalog
+    for name in ("recv-cut", "recv-done"):
+        (backend.receive_dir / name).mkdir(parents=True)
+        src = os.open(root / "a", os.O_RDONLY | os.O_DIRECTORY)
+        dest = os.open(backend.receive_dir / name, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            ioc.snapshot(src, dest, "@", readonly=True)
+        finally:
+            os.close(src)
+            os.close(dest)
+    backend.adopt_received(backend.receive_dir / "recv-done", set_id="s4", volume="vms/a")
+    assert backend.stored_keys() == {("s1", "a"), ("s1", "b"), ("s2", "a"), ("s4", "vms/a")}
 
     again = BtrfsBackend(pool="fast", root=root, options={})
     again.open(known={("s1", "a"), ("s2", "a")})
@@ -227,6 +239,40 @@ def test_open_removes_orphans_and_staging_leftovers(
         ".reconciler/btrfs/snapshots/s2/a/@",
     }
     assert readonly(again.snapshot_path("s1", "a"))
+
+
+def test_adopt_received_moves_the_holder_into_the_layout(root: Path, backend: BtrfsBackend) -> None:
+    subvol(root / "a")
+    (root / "a" / "f").write_text("data")
+    backend.snapshot(set_id="s1", volume="a")
+
+    def received(name: str) -> Path:
+        holder = backend.receive_dir / name
+        holder.mkdir(parents=True)
+        src = os.open(backend.snapshot_path("s1", "a"), os.O_RDONLY | os.O_DIRECTORY)
+        dest = os.open(holder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            ioc.snapshot(src, dest, "@", readonly=True)
+        finally:
+            os.close(src)
+            os.close(dest)
+        return holder
+
+    holder = received("recv-1")
+    backend.adopt_received(holder, set_id="s2", volume="vms/a")
+    backend.sync()
+    assert not holder.exists()
+    assert readonly(backend.snapshot_path("s2", "vms/a"))
+    assert (backend.snapshot_path("s2", "vms/a") / "f").read_text() == "data"
+    assert ("s2", "vms/a") in backend.stored_keys()
+    # the place is taken: refused, the received copy stays where it was
+    again = received("recv-2")
+    with pytest.raises(AlreadyExists):
+        backend.adopt_received(again, set_id="s2", volume="vms/a")
+    assert (again / "@").exists()
+    # only a holder in the pool's receive directory
+    with pytest.raises(InvalidArgument):
+        backend.adopt_received(root / "a", set_id="s3", volume="a")
 
 
 def test_materialize_full_is_a_writable_subvolume(root: Path, backend: BtrfsBackend) -> None:

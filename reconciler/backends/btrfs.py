@@ -17,7 +17,9 @@ Crash safety: a snapshot is created directly at its final name by BTRFS_IOC_SNAP
 BTRFS_SUBVOL_RDONLY. The kernel creates the subvolume, its directory entry and its read-only flag
 in one transaction and returns only after committing it, so after a crash the snapshot either
 exists complete and read-only, or not at all; a staging name plus rename would add a second
-transaction and buy nothing. What a crash can leave is (a) a snapshot the catalog never recorded
+transaction and buy nothing. A snapshot received from another site (replication/btrfs.py) is
+received under `snapshots/.receiving/<dir>/@` and committed by renaming `<dir>` into the layout,
+then `sync`; until its catalog row exists it is an orphan like (a). What a crash can leave is (a) a snapshot the catalog never recorded
 (crash between the ioctl and the catalog insert) and (b) empty directories of the layout; `open`
 deletes both. `drop` runs after the catalog row is gone; if a crash loses the uncommitted delete,
 the snapshot comes back as an orphan and `open` deletes it again.
@@ -49,6 +51,7 @@ from ..errors import (
     ReconcilerError,
     StorageFull,
 )
+from ..fsutil import rename_noreplace
 from . import btrfs_ioctl as ioc
 from .base import (
     Backend,
@@ -64,6 +67,8 @@ from .base import (
 log = logging.getLogger(__name__)
 
 SNAPSHOT_LEAF = "@"
+# Received subvolumes wait here (inside the snapshots subvolume, so that committing one is a rename).
+RECEIVING_DIR = ".receiving"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_CHUNK = 1 << 20
 
@@ -80,6 +85,7 @@ class BtrfsBackend(Backend):
         super().__init__(pool=pool, root=root, options=options)
         self.store_dir = self.meta_dir / "btrfs"
         self.snapshots_dir = self.store_dir / "snapshots"
+        self.receive_dir = self.snapshots_dir / RECEIVING_DIR
         size_mode = self.options.get("logical_bytes", "none")
         if size_mode not in ("none", "walk"):
             raise InvalidArgument(
@@ -105,6 +111,11 @@ class BtrfsBackend(Backend):
         for entry in sorted(self.staging_dir.iterdir()):
             log.info("pool %s: removing staging leftover %s", self.pool, entry)
             self.remove_volume_tree(entry)
+        if os.path.lexists(self.receive_dir):
+            for entry in sorted(self.receive_dir.iterdir()):
+                log.info("pool %s: removing an unfinished receive %s", self.pool, entry)
+                self.remove_volume_tree(entry)
+            os.rmdir(self.receive_dir)
         orphans = 0
         snaps, junk = self._scan()
         for key, path in sorted(snaps.items()):
@@ -153,6 +164,8 @@ class BtrfsBackend(Backend):
         except FileNotFoundError:
             return snaps, junk
         for s in sets:
+            if s.name == RECEIVING_DIR and s.is_dir(follow_symlinks=False):
+                continue  # receives in progress (open() empties it)
             if not (SET_ID_RE.match(s.name) and s.is_dir(follow_symlinks=False)):
                 junk.append(Path(s.path))
                 continue
@@ -326,6 +339,39 @@ class BtrfsBackend(Backend):
                 if exc.errno == errno.EEXIST:
                     raise AlreadyExists(f"pool {self.pool}: {what} already exists at {parent}") from None
                 self._raise(exc, what)
+
+    def adopt_received(self, holder: Path, *, set_id: str, volume: str) -> None:
+        """Make a received read-only subvolume the snapshot (set_id, volume): `holder` is a
+        directory under receive_dir whose only entry is the subvolume SNAPSHOT_LEAF, and it is
+        renamed into the layout, so the commit moves no data and starts no transaction of its own.
+        (btrfs refuses to move a read-only subvolume itself to another directory, EROFS; the
+        directory holding it is a plain directory of the snapshots subvolume.) Not durable until
+        sync()."""
+        _check_key(set_id, volume)
+        if holder.parent != self.receive_dir:
+            raise InvalidArgument(f"pool {self.pool}: {holder} is not a receive of this pool")
+        final = self.snapshots_dir / set_id / volume
+        what = f"received {set_id}/{volume}"
+        for attempt in range(3):
+            try:
+                os.makedirs(final.parent, exist_ok=True)
+                rename_noreplace(holder, final)
+                return
+            except FailedPrecondition:
+                raise AlreadyExists(f"pool {self.pool}: {what} already exists at {final}") from None
+            except FileNotFoundError as exc:
+                # a concurrent drop pruned the fresh parent directories: create them again
+                if attempt == 2 or not holder.exists():
+                    self._raise(exc, what)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise AlreadyExists(f"pool {self.pool}: {what} already exists at {final}") from None
+                self._raise(exc, what)
+
+    def sync(self) -> None:
+        """Write out everything the pool's filesystem holds dirty and commit its transaction."""
+        with _dirfd(self.snapshots_dir) as fd:
+            self._call(lambda: ioc.sync(fd), f"syncing {self.snapshots_dir}")
 
     def drop(self, *, set_id: str, volume: str) -> None:
         path = self.snapshot_path(set_id, volume)

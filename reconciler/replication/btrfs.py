@@ -1,13 +1,15 @@
 """btrfs replication: `btrfs send` (with the newest common parent) into `btrfs receive` on the target.
 
-The target receives into its staging area (`<root>/.reconciler/staging/recv-*`), which `open()`
-empties, so an interrupted receive never leaves anything that looks like a snapshot. A finished
-receive is verified (exactly one subvolume `@`, read-only, carrying the received UUID the source
-announced) and committed by a read-only snapshot of it into the store layout (one ioctl, one
-transaction; a read-only snapshot keeps the received UUID, so it serves as the parent of the next
-incremental receive), after which the staging copy is deleted and the agent inserts the catalog row.
-A received read-only subvolume cannot simply be renamed into the store: btrfs refuses to move a
-read-only subvolume to another directory (EROFS).
+The target receives into a staging directory of its snapshot store
+(`<root>/.reconciler/btrfs/snapshots/.receiving/recv-*/`), which `open()` empties, so an
+interrupted receive never leaves anything that looks like a snapshot. A finished receive is
+verified (exactly one subvolume `@`, read-only, carrying the received UUID the source announced).
+The commit renames each `recv-*` directory to its place in the layout (`<set_id>/<volume>/`, the
+subvolume inside it keeps its received UUID and serves as the parent of the next incremental
+receive), syncs the filesystem (the received data and the renames become durable together), and
+only then does the agent insert the catalog row: a crash before that leaves orphans that `open()`
+deletes. The commit copies nothing and deletes nothing, and costs what `btrfs receive` followed by
+`btrfs filesystem sync` costs.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import zstandard
 from ..backends import btrfs_ioctl as ioc
 from ..backends.btrfs import SNAPSHOT_LEAF, BtrfsBackend
 from ..errors import (
-    AlreadyExists,
     CorruptData,
     FailedPrecondition,
     InvalidArgument,
@@ -244,8 +245,8 @@ class BtrfsSink:
             raise InvalidArgument("a volume began before the previous one ended")
         if len(msg.source_uuid) != UUID_LEN:
             raise InvalidArgument("btrfs volume without the source's subvolume UUID")
-        self.backend.staging_dir.mkdir(parents=True, exist_ok=True)
-        staging = self.backend.staging_dir / f"recv-{secrets.token_hex(8)}"
+        self.backend.receive_dir.mkdir(exist_ok=True)
+        staging = self.backend.receive_dir / f"recv-{secrets.token_hex(8)}"
         staging.mkdir(mode=0o700)
         err = tempfile.TemporaryFile()
         try:
@@ -323,28 +324,21 @@ class BtrfsSink:
             )
 
     def commit(self) -> list[str]:
-        """Snapshot every staged subvolume read-only into the store layout."""
+        """Move every staged subvolume into the store layout, then make it durable."""
         if self.cur is not None:
             raise InvalidArgument(f"commit while volume {self.cur.volume!r} is incomplete")
         done: list[str] = []
         try:
-            for volume, staging in self.staged:
-                final = self.backend.snapshot_path(self.set_id, volume)
-                if os.path.lexists(final):
-                    raise AlreadyExists(f"pool {self.backend.pool}: {final} exists already")
-                src = os.open(staging / SNAPSHOT_LEAF, _DIR_FLAGS)
-                try:
-                    self.backend._snapshot_into(src, final.parent, f"received {self.set_id}/{volume}")
-                finally:
-                    os.close(src)
+            while self.staged:
+                volume, staging = self.staged[0]
+                self.backend.adopt_received(staging, set_id=self.set_id, volume=volume)
+                self.staged.pop(0)
                 done.append(volume)
+            self.backend.sync()
         except BaseException:
             for volume in done:
                 self.drop(volume)
             raise
-        for _volume, staging in self.staged:
-            self._discard(staging)
-        self.staged = []
         return done
 
     def drop(self, volume: str) -> None:
