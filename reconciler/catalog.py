@@ -9,6 +9,7 @@ unreferenced data, which the backend removes when the pool is opened again.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -74,6 +75,24 @@ class Catalog:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def warm(self) -> None:
+        """Ask the kernel to read the catalog's files into the page cache in the background. A
+        transfer calls this when it starts, so that its commit at the end does not wait for a
+        read: SQLite appends to the WAL in frames that are not page-aligned, and a cold page is
+        read back before it is written (measured: 10 ms of a 130 ms btrfs transfer after the
+        page cache had been dropped)."""
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def generation(self) -> int:
         with self._lock:

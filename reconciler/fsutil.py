@@ -39,8 +39,9 @@ def exchange(a: Path, b: Path) -> None:
         fsync_dir(b.parent)
 
 
-def rename_noreplace(src: Path, dst: Path) -> None:
-    """Rename that fails with FailedPrecondition instead of replacing an existing `dst`."""
+def rename_noreplace(src: Path, dst: Path, *, fsync: bool = True) -> None:
+    """Rename that fails with FailedPrecondition instead of replacing an existing `dst`; durable
+    on return unless `fsync=False` (for a caller that syncs the whole filesystem next)."""
     try:
         _rename2(src, dst, _RENAME_NOREPLACE)
     except OSError as exc:
@@ -53,7 +54,8 @@ def rename_noreplace(src: Path, dst: Path) -> None:
             os.rename(src, dst)
         else:
             raise
-    fsync_dir(dst.parent)
+    if fsync:
+        fsync_dir(dst.parent)
 
 
 def fsync_dir(path: Path) -> None:

@@ -355,7 +355,7 @@ class BtrfsBackend(Backend):
         for attempt in range(3):
             try:
                 os.makedirs(final.parent, exist_ok=True)
-                rename_noreplace(holder, final)
+                rename_noreplace(holder, final, fsync=False)  # sync() follows
                 return
             except FailedPrecondition:
                 raise AlreadyExists(f"pool {self.pool}: {what} already exists at {final}") from None

@@ -200,6 +200,7 @@ class ReceiveSession:
             raise InvalidArgument(f"set {m.set_id}: bad holds {list(m.holds)!r}")
         pool = choose_pool(self.agent, wanted=m.pool, source_pool=m.source_pool, backend=m.backend)
         self.pool = pool
+        pool.catalog.warm()  # read in while the data travels: the commit writes to it
         self.begin = _Begin(
             set_id=m.set_id,
             source_node=m.source_node,
