@@ -20,7 +20,9 @@ Target: at least 0.9x the pipe's throughput, full and incremental. Transfers on 
 no bandwidth limit, so the agents run with compression off (the pipe does not compress either).
 
 Fairness: every timed run starts with `sync` and dropped page caches (root) so both sides read from
-disk, and ends when the data is durable: the agents fsync what they receive before the commit, so
+disk, after the btrfs cleaner has finished freeing the copy the previous run left (`btrfs subvolume
+sync`; otherwise its transactions stall the next run's fsyncs by ~10 ms), and ends when the data is
+durable: the agents fsync what they receive before the commit, so
 the baselines' times include a `sync -f` (rsync) / `btrfs filesystem sync` (pipe) of the target.
 Each measurement is repeated R times (default 3), alternating which side goes first; the best run
 of each counts (the machine may be shared: the load average is printed). Exit 1 if a target is missed.
@@ -235,15 +237,21 @@ def bench_btrfs(work: Path, args: argparse.Namespace, pki_dir: Path, report: Rep
             )
             sh("btrfs", "filesystem", "sync", str(b))
 
+        def quiesce_target() -> None:
+            # a deleted subvolume's blocks are freed by the btrfs cleaner after the delete
+            # returns; wait for it, or its transactions would run into the next timed run
+            sh("btrfs", "filesystem", "sync", str(b))
+            sh("btrfs", "subvolume", "sync", str(b))
+
         def drop_ours(set_id: str) -> None:
             if set_id in dst.sets():
                 dst.client.delete([SnapshotKey(set_id, "main", "data")])
-            sh("btrfs", "filesystem", "sync", str(b))
+            quiesce_target()
 
         def drop_pipe(path: Path) -> None:
             if path.exists():
                 sh("btrfs", "subvolume", "delete", str(path))
-            sh("btrfs", "filesystem", "sync", str(b))
+            quiesce_target()
 
         def measure(
             label: str,
