@@ -45,6 +45,7 @@ class Site:
     backend: str = "chunkstore"
     allowed: list[str] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    more_pools: Mapping[str, Path] = field(default_factory=dict)  # name -> path, same backend
     proc: AgentProcess | None = None
     _client: AgentClient | None = None
     _repl: ReplicationClient | None = None
@@ -59,11 +60,12 @@ class Site:
         if self.allowed is not None:
             tls["allowed_clients"] = self.allowed
         pool: dict[str, Any] = {"type": self.backend, "path": str(self.pool), "create": True, **self.options}
+        pools = {"main": pool}
+        for name, path in self.more_pools.items():
+            pools[name] = {**pool, "path": str(path)}
         write(
             self.config,
-            json.dumps(
-                {"node": self.name, "listen": f"127.0.0.1:{port}", "tls": tls, "pools": {"main": pool}}
-            ),
+            json.dumps({"node": self.name, "listen": f"127.0.0.1:{port}", "tls": tls, "pools": pools}),
         )
 
     def start(self) -> Site:

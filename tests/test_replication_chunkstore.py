@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from reconciler.agent.api import CreateSetRequest, Target
 from reconciler.agent.core import NodeAgent
 from reconciler.backends.chunkstore import ChunkstoreBackend
-from reconciler.errors import CorruptData, PermissionDenied, StorageFull, Unavailable
+from reconciler.errors import AlreadyExists, CorruptData, PermissionDenied, StorageFull, Unavailable
 from reconciler.replication import chunkstore as cs_repl
 from reconciler.replication.api import ReplicateSpec
 from reconciler.replication.progress import TransferStats
@@ -155,6 +155,77 @@ def _damaging(monkeypatch: pytest.MonkeyPatch, times: int) -> list[bytes]:
 
     monkeypatch.setattr(cs_repl._Store, "payload", payload)
     return damaged
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_streams_send_the_pools_of_a_set_side_by_side(pki: LabPKI, tmp_path: Path, streams: int) -> None:
+    """A set with members in two pools: with streams 2 both pools' streams are open at once (each
+    on a connection of its own), with 1 one after the other; the target gets the whole set."""
+    source = Site(
+        "src", tmp_path / "src", tmp_path / "src" / "pool", pki, more_pools={"fast": tmp_path / "fast"}
+    )
+    target = Site("dst", tmp_path / "dst", tmp_path / "dst" / "pool", pki)
+    fill_volume(source.pool / "vms/a", seed=5, big_mb=2, small=5)
+    fill_volume(tmp_path / "fast" / "vms/b", seed=6, big_mb=2, small=5)
+    source.start()
+    target.start()
+    try:
+        source.client.create_set(
+            CreateSetRequest(
+                set_id="two-pools",
+                name="two pools",
+                targets=(Target("main", "vms/a", "a"), Target("fast", "vms/b", "b")),
+                created=datetime.now(UTC),
+                labels={"scope": "system:all", "kind": "manual", "expected_members": "2"},
+                expires=datetime.now(UTC) + timedelta(days=1),
+            )
+        )
+        # throttled so that each pool's stream lasts a good while: side by side, they overlap
+        out = source.replicate("two-pools", target, streams=streams, throttle_bps=8 << 20)
+        assert out.streams == streams
+        assert sorted(s.volume for s in out.snapshots) == ["vms/a", "vms/b"]
+        assert sorted(s.volume for s in target.sets()["two-pools"]) == ["vms/a", "vms/b"]
+        assert target.verify("two-pools") == []
+        assert target.content("two-pools", "vms/b", tmp_path / "check") == read_tree(
+            tmp_path / "fast" / "vms/b"
+        )
+    finally:
+        source.stop()
+        target.stop()
+
+
+def test_a_stream_that_fails_fails_the_transfer_with_its_own_error(pki: LabPKI, tmp_path: Path) -> None:
+    """Two pools side by side; the target refuses one of them (it holds that volume of the set
+    from another node): the transfer fails with that refusal, not with the cancellation it causes
+    in the other stream (whose pool, `main`, comes first)."""
+    source = Site(
+        "src", tmp_path / "src", tmp_path / "src" / "pool", pki, more_pools={"side": tmp_path / "side"}
+    )
+    target = Site("dst", tmp_path / "dst", tmp_path / "dst" / "pool", pki)
+    fill_volume(source.pool / "vms/a", seed=5, big_mb=4, small=5)
+    fill_volume(tmp_path / "side" / "vms/b", seed=6, big_mb=1, small=5)
+    fill_volume(target.pool / "vms/b", seed=7, big_mb=1, small=5)
+    source.start()
+    target.start()
+    try:
+        targets = (Target("main", "vms/a", "a"), Target("side", "vms/b", "b"))
+        for site, members in ((source, targets), (target, (Target("main", "vms/b", "b"),))):
+            site.client.create_set(
+                CreateSetRequest(
+                    set_id="clash",
+                    name="clash",
+                    targets=members,
+                    created=datetime.now(UTC),
+                    labels={"scope": "system:all", "kind": "manual", "expected_members": "2"},
+                    expires=datetime.now(UTC) + timedelta(days=1),
+                )
+            )
+        with pytest.raises(AlreadyExists, match="vms/b"):
+            source.replicate("clash", target, streams=2, throttle_bps=8 << 20)
+        assert sorted(s.volume for s in target.sets()["clash"]) == ["vms/b"]  # its own, untouched
+    finally:
+        source.stop()
+        target.stop()
 
 
 def test_a_corrupted_chunk_is_rejected_with_data_loss_and_resent(

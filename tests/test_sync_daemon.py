@@ -306,3 +306,43 @@ def test_a_transfer_pauses_when_its_window_closes_and_resumes_in_the_next(
         assert dr.verify(first) == []
         # a pause is not a failure: no retry back-off, no "sync" failure event
         assert not d.sync.status().plan or all(w.set_id != first for w in d.sync.status().plan.waiting)
+
+
+def test_a_system_set_on_two_nodes_travels_from_both_at_once(pki: LabPKI, tmp_path: Path) -> None:
+    """streams 2: the two source nodes of a full system set send side by side (manager.py); the
+    target gets the whole set."""
+    pki2 = create_lab_pki(tmp_path / "tls2", nodes=["src", "src2", "dr"])
+    src = Site("src", tmp_path / "src", tmp_path / "src" / "pool", pki2)
+    src2 = Site("src2", tmp_path / "src2", tmp_path / "src2" / "pool", pki2)
+    dr = Site("dr", tmp_path / "dr", tmp_path / "dr" / "pool", pki2)
+    fill_volume(src.pool / "vms/vm1", seed=3, big_mb=2, small=10)
+    fill_volume(src2.pool / "vms/vm2", seed=4, big_mb=2, small=10)
+    dr.pool.mkdir(parents=True)
+    for s in (src, src2, dr):
+        s.start()
+    try:
+        cfg = config(
+            pki2, src, dr, target={"streams": 2, "items": [{"from": "sys/daily", "retention": "2d"}]}
+        )
+        cfg["nodes"]["src2"] = {**cfg["nodes"]["src"], "address": src2.address}
+        cfg["nodes"]["src2"]["tls"] = {**cfg["nodes"]["src"]["tls"], "server_name": "src2"}
+        cfg["nodes"]["src2"]["pools"] = {"main": {"type": "chunkstore", "path": str(src2.pool)}}
+        cfg["profiles"]["sys"] = {"periods": [{"name": "daily", "frequency": "daily", "retention": "3d"}]}
+        cfg["resources"] = {
+            "vm1": {"kind": "vm", "volumes": ["vms/vm1"], "node": "src"},
+            "vm2": {"kind": "vm", "volumes": ["vms/vm2"], "node": "src2"},
+        }
+        cfg["system_snapshots"] = {"all": {"type": "full", "profile": "sys"}}
+        clock = Clock()
+        with daemon(cfg, tmp_path / "state", clock) as d:
+            d.run_pass()
+            (first,) = local_sets(d)
+            settle(d, dr, expect={first})
+            assert sorted(s.volume for s in dr.sets()[first]) == ["vms/vm1", "vms/vm2"]
+            assert dr.verify(first) == []
+            (rec,) = [r for r in d.sync.status().recent if r.set_id == first]
+            assert rec.ok and sorted(rec.volumes) == ["vms/vm1", "vms/vm2"]
+
+    finally:
+        for s in (src, src2, dr):
+            s.stop()

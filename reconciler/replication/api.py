@@ -67,6 +67,7 @@ class ReplicateOutcome:
     totals: TransferStats
     volumes: tuple[VolumeReport, ...] = ()
     seconds: float = 0.0
+    streams: int = 1  # the most Receive streams the transfer had open at once
 
 
 # --- protobuf -----------------------------------------------------------------------------------
@@ -166,6 +167,7 @@ def outcome_to_pb(o: ReplicateOutcome) -> rpb.ReplicateResult:
             for v in o.volumes
         ],
         seconds=o.seconds,
+        streams=o.streams,
     )
 
 
@@ -186,4 +188,5 @@ def outcome_from_pb(m: rpb.ReplicateResult) -> ReplicateOutcome:
             for v in m.volumes
         ),
         seconds=m.seconds,
+        streams=max(1, m.streams),
     )

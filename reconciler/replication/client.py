@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 import grpc
 
@@ -11,6 +12,14 @@ from ..transport.status import from_rpc_error
 from ..v1 import replication_pb2_grpc as rpb_grpc
 from .api import ReplicateOutcome, ReplicateSpec, outcome_from_pb, spec_to_pb, stats_from_pb
 from .progress import StatsFn, no_stats
+
+
+class CancelFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class ReplicateCancelled(Unavailable):
+    """The caller cancelled the transfer (its `cancel` flag was set)."""
 
 
 class ReplicationClient:
@@ -26,7 +35,7 @@ class ReplicationClient:
         progress: StatsFn = no_stats,
         *,
         timeout: float | None = None,
-        cancel: threading.Event | None = None,
+        cancel: CancelFlag | None = None,
     ) -> ReplicateOutcome:
         """Run one transfer to its end; `cancel` set from another thread stops it (Unavailable)."""
         where = f"{self.where} Replicate {spec.set_id} -> {spec.target.label}"
@@ -50,7 +59,7 @@ class ReplicationClient:
                     return outcome_from_pb(ev.result)
         except grpc.RpcError as err:
             if cancel is not None and cancel.is_set():
-                raise Unavailable(f"{where}: cancelled") from None
+                raise ReplicateCancelled(f"{where}: cancelled") from None
             raise from_rpc_error(err, where=where) from None
         finally:
             stop.set()

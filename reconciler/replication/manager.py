@@ -6,7 +6,8 @@ the local holds a plan asks for (bases, hold_until_synced) are applied inside th
 the local plan is made, so local pruning never deletes a set a moment before it would be held.
 
 Transfers run one per target at a time (the plan orders them), each as one Replicate call per
-source node holding members of the set; a transfer that outlives its sync window is cancelled at
+source node holding members of the set, up to the target's `streams` of them at once (and a
+node's share of the streams for its pools, see sender.py); a transfer that outlives its sync window is cancelled at
 the window's end (the target keeps what arrived; the next window resumes). Everything here is
 rebuilt from the agents after a restart, except the failure counts of the retry policy and the
 "when did it arrive" times, which are kept in memory.
@@ -18,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -56,7 +57,7 @@ from ..syncplan import (
 )
 from ..v1 import agent_pb2 as pb
 from .api import LABEL_ORIGIN_NODE, Peer, ReplicateOutcome, ReplicateSpec
-from .client import ReplicationClient
+from .client import ReplicateCancelled, ReplicationClient
 from .progress import TransferStats
 from .sender import register_identity
 
@@ -489,34 +490,62 @@ class SyncManager:
         for ref in t.members:
             by_node.setdefault(ref.node, []).append(ref)
         clients = self.daemon.nodes.clients
-        outcomes: list[ReplicateOutcome] = []
-        done = TransferStats()
-        for node, refs in sorted(by_node.items()):
-            client = clients.get(node)
-            if client is None:
+        nodes = sorted(by_node)
+        for node in nodes:
+            if clients.get(node) is None:
                 raise Unavailable(f"node {node} is not configured or not connected")
+        # The source nodes send at the same time, `streams` of them at most; a node's share of
+        # the streams goes to its pools (sender.py). The throttle is per node: each sends at up
+        # to the target's limit divided by the nodes sending at once.
+        workers = max(1, min(t.streams, len(nodes)))
+        per_node = max(1, t.streams // workers)
+        latest: dict[str, TransferStats] = {}
+        lock = threading.Lock()
+        failed = threading.Event()  # one node failed: the others stop (not a pause: active.cancel)
+
+        class _Stop:
+            @staticmethod
+            def is_set() -> bool:
+                return active.cancel.is_set() or failed.is_set()
+
+        def one(node: str) -> ReplicateOutcome:
             spec = ReplicateSpec(
                 set_id=t.set_id,
                 target=self._peer(t.target),
-                refs=tuple(SnapshotKey(t.set_id, r.pool, r.volume) for r in refs),
+                refs=tuple(SnapshotKey(t.set_id, r.pool, r.volume) for r in by_node[node]),
                 expires=t.expires,
                 never_expire=t.never_expire,
                 name_prefix=t.name_prefix,
-                throttle_bps=t.throttle_bps,
+                throttle_bps=t.throttle_bps // workers if t.throttle_bps else 0,
                 compression=t.compression,
-                streams=t.streams,
+                streams=per_node,
             )
-            base = done
 
-            def progress(st: TransferStats, base: TransferStats = base) -> None:
-                active.stats = _add(base, st)
+            def progress(st: TransferStats) -> None:
+                with lock:
+                    latest[node] = st
+                    active.stats = _sum(latest.values())
 
-            repl = ReplicationClient(client.channel, where=f"node {node}")
-            out = repl.replicate(spec, progress, cancel=active.cancel)
-            outcomes.append(out)
-            done = _add(base, out.totals)
-            active.stats = done
-        return outcomes
+            repl = ReplicationClient(clients[node].channel, where=f"node {node}")
+            try:
+                out = repl.replicate(spec, progress, cancel=_Stop())
+            except BaseException:
+                failed.set()
+                raise
+            progress(out.totals)
+            return out
+
+        if workers == 1:
+            return [one(node) for node in nodes]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync-node") as ex:
+            futures = [ex.submit(one, node) for node in nodes]
+            errors = [f.exception() for f in futures]
+        # the failure itself, not the cancellations it caused on the other nodes
+        first = next((e for e in errors if e is not None and not isinstance(e, ReplicateCancelled)), None)
+        first = first or next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+        return [f.result() for f in futures]
 
     # --- by hand ---------------------------------------------------------------------------------------
     def queue(self, set_id: str, target: str, *, ignore_windows: bool = False) -> datetime:
@@ -696,15 +725,22 @@ def _fmt(holds: frozenset[str], sign: str) -> str:
     return "".join(f" {sign}{h}" for h in sorted(holds))
 
 
-def _add(a: TransferStats, b: TransferStats) -> TransferStats:
+def _sum(parts: Iterable[TransferStats]) -> TransferStats:
+    """The counters of transfers running side by side (one per source node) added up: phase and
+    volume of the last one, the longest ETA, and a total only while every part knows its own."""
+    ps = list(parts)
+    if not ps:
+        return TransferStats()
     return replace(
-        b,
-        checked_bytes=a.checked_bytes + b.checked_bytes,
-        scanned_bytes=a.scanned_bytes + b.scanned_bytes,
-        sent_bytes=a.sent_bytes + b.sent_bytes,
-        wire_bytes=a.wire_bytes + b.wire_bytes,
-        total_bytes=a.wire_bytes + b.total_bytes if b.total_bytes else 0,
-        volumes_done=a.volumes_done + b.volumes_done,
-        volumes_total=a.volumes_done + b.volumes_total,
-        chunks_resent=a.chunks_resent + b.chunks_resent,
+        ps[-1],
+        checked_bytes=sum(p.checked_bytes for p in ps),
+        scanned_bytes=sum(p.scanned_bytes for p in ps),
+        sent_bytes=sum(p.sent_bytes for p in ps),
+        wire_bytes=sum(p.wire_bytes for p in ps),
+        total_bytes=sum(p.total_bytes for p in ps) if all(p.total_bytes for p in ps) else 0,
+        rate_bps=sum(p.rate_bps for p in ps),
+        eta_seconds=max(p.eta_seconds for p in ps),
+        volumes_done=sum(p.volumes_done for p in ps),
+        volumes_total=sum(p.volumes_total for p in ps),
+        chunks_resent=sum(p.chunks_resent for p in ps),
     )

@@ -1,7 +1,12 @@
 """The source side of a replication: dial the target agent, offer the set, stream each volume.
 
-One Receive stream per source pool (a set's members on one node may live in several pools). For
-each volume the newest set both sides hold is the parent: btrfs sends incrementally against it,
+One Receive stream per source pool (a set's members on one node may live in several pools), each
+committed on its own: that is the unit that becomes visible on the target at once. With
+`streams` > 1 the pools travel at the same time, up to `streams` of them, each stream on a
+connection of its own (so a high-latency link carries several TCP windows); the volumes of one pool
+travel one after another in their pool's stream. The daemon runs the source nodes of a set in
+parallel the same way (replication/manager.py). For each volume the newest set both sides hold is
+the parent: btrfs sends incrementally against it,
 the chunkstore uses it for its manifest dictionary and block deltas (chunks the target already
 holds never travel, parent or not).
 """
@@ -12,6 +17,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +169,10 @@ def dialer_from_tls(tls: TLSFiles | None) -> Dialer:
 _END = object()
 
 
+class TransferCancelled(Unavailable):
+    """The transfer was cancelled (by the daemon, or by a failure in another of its streams)."""
+
+
 class _Stream:
     """One Receive call: a bounded queue of requests feeding gRPC, responses read on demand."""
 
@@ -192,7 +202,7 @@ class _Stream:
 
     def _failed(self) -> ReconcilerError:
         if self._cancelled.is_set():
-            return Unavailable(f"{self._where}: transfer cancelled")
+            return TransferCancelled(f"{self._where}: transfer cancelled")
         try:
             code = self._call.code()
         except Exception:  # noqa: BLE001 - not finished after all
@@ -246,6 +256,7 @@ class Sender:
     _streams: list[_Stream] = field(default_factory=list)
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _peak: int = 0  # the most streams open at once
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -264,15 +275,21 @@ class Sender:
         reports: list[VolumeReport] = []
         target_node = ""
         pools: list[str] = []
-        with self.dialer.lease(spec.target) as channel:
-            for pool_name, members in sorted(groups.items()):
-                node, tpool, snaps, reps = self._send_pool(
-                    channel, self.agent.pool(pool_name), members, meter, throttle
-                )
-                target_node = node
-                pools.append(tpool)
-                snapshots.extend(snaps)
-                reports.extend(reps)
+        order = sorted(groups)
+        workers = max(1, min(spec.streams, len(order)))
+        with self.dialer.lease(spec.target) as kept:
+            if workers == 1:
+                results = [
+                    self._send_pool(kept, self.agent.pool(name), groups[name], meter, throttle)
+                    for name in order
+                ]
+            else:
+                results = self._send_parallel(kept, workers, order, groups, meter, throttle)
+        for node, tpool, snaps, reps in results:
+            target_node = node
+            pools.append(tpool)
+            snapshots.extend(snaps)
+            reports.extend(reps)
         meter.update(phase="done", volume="", force=True)
         log.info(
             "set %s replicated to %s (%d volume(s), %d bytes on the wire in %.1fs)",
@@ -289,7 +306,50 @@ class Sender:
             totals=meter.stats,
             volumes=tuple(reports),
             seconds=meter.seconds,
+            streams=self._peak,
         )
+
+    def _send_parallel(
+        self,
+        kept: grpc.Channel,
+        workers: int,
+        order: list[str],
+        groups: dict[str, list[SnapshotInfo]],
+        meter: Meter,
+        throttle: Throttle,
+    ) -> list[tuple[str, str, list[SnapshotInfo], list[VolumeReport]]]:
+        """The pools' streams, up to `workers` at a time: the kept connection and workers - 1 of
+        their own. The first failure cancels the others (what they committed stays: each pool's
+        commit is its own, as when they run one after another)."""
+        channels: queue.Queue[grpc.Channel] = queue.Queue()
+        channels.put(kept)
+        extra = [self.dialer.channel(self.spec.target) for _ in range(workers - 1)]
+        for ch in extra:
+            channels.put(ch)
+
+        def one(name: str) -> tuple[str, str, list[SnapshotInfo], list[VolumeReport]]:
+            channel = channels.get()
+            try:
+                return self._send_pool(channel, self.agent.pool(name), groups[name], meter, throttle)
+            except BaseException:
+                self.cancel()
+                raise
+            finally:
+                channels.put(channel)
+
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="repl-stream") as ex:
+                futures = [ex.submit(one, name) for name in order]
+                errors = [f.exception() for f in futures]
+        finally:
+            for ch in extra:
+                ch.close()
+        # the first real failure, not the cancellations it caused in the other streams
+        real = [e for e in errors if e is not None and not isinstance(e, TransferCancelled)]
+        first = real[0] if real else next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+        return [f.result() for f in futures]
 
     def _members(self) -> dict[str, list[SnapshotInfo]]:
         spec = self.spec
@@ -322,8 +382,10 @@ class Sender:
         )
         with self._lock:
             if self._cancelled.is_set():
-                raise Unavailable("transfer cancelled")
+                stream.cancel()
+                raise TransferCancelled("transfer cancelled")
             self._streams.append(stream)
+            self._peak = max(self._peak, len(self._streams))
         try:
             begin = rpb.ReceiveBegin(
                 protocol=REPLICATION_PROTOCOL,

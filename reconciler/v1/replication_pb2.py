@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from reconciler.v1 import agent_pb2 as reconciler_dot_v1_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1freconciler/v1/replication.proto\x12\rreconciler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19reconciler/v1/agent.proto\"e\n\x0fReplicationPeer\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x13\n\x0bserver_name\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08insecure\x18\x04 \x01(\x08\x12\x0c\n\x04pool\x18\x05 \x01(\t\"\x8b\x03\n\x10ReplicateRequest\x12\x0e\n\x06set_id\x18\x01 \x01(\t\x12.\n\x06target\x18\x02 \x01(\x0b\x32\x1e.reconciler.v1.ReplicationPeer\x12(\n\x04refs\x18\x03 \x03(\x0b\x32\x1a.reconciler.v1.SnapshotRef\x12+\n\x07\x65xpires\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cnever_expire\x18\x05 \x01(\x08\x12\x13\n\x0bname_prefix\x18\x06 \x01(\t\x12\r\n\x05holds\x18\x07 \x03(\t\x12\x14\n\x0cthrottle_bps\x18\x08 \x01(\x04\x12\x13\n\x0b\x63ompression\x18\t \x01(\x08\x12\x0f\n\x07streams\x18\n \x01(\r\x12;\n\x06labels\x18\x0b \x03(\x0b\x32+.reconciler.v1.ReplicateRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x02\n\x10TransferProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0e\n\x06volume\x18\x02 \x01(\t\x12\x15\n\rchecked_bytes\x18\x03 \x01(\x04\x12\x15\n\rscanned_bytes\x18\x04 \x01(\x04\x12\x12\n\nsent_bytes\x18\x05 \x01(\x04\x12\x12\n\nwire_bytes\x18\x06 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x04\x12\x10\n\x08rate_bps\x18\x08 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\t \x01(\x01\x12\x14\n\x0cvolumes_done\x18\n \x01(\r\x12\x15\n\rvolumes_total\x18\x0b \x01(\r\x12\x15\n\rparent_set_id\x18\x0c \x01(\t\x12\x15\n\rchunks_resent\x18\r \x01(\x04\"v\n\x0cVolumeReport\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x15\n\rparent_set_id\x18\x02 \x01(\t\x12\x12\n\nwire_bytes\x18\x03 \x01(\x04\x12\x12\n\nsent_bytes\x18\x04 \x01(\x04\x12\x17\n\x0f\x61lready_present\x18\x05 \x01(\x08\"\xd7\x01\n\x0fReplicateResult\x12*\n\tsnapshots\x18\x01 \x03(\x0b\x32\x17.reconciler.v1.Snapshot\x12\x13\n\x0btarget_node\x18\x02 \x01(\t\x12\x13\n\x0btarget_pool\x18\x03 \x01(\t\x12/\n\x06totals\x18\x04 \x01(\x0b\x32\x1f.reconciler.v1.TransferProgress\x12,\n\x07volumes\x18\x05 \x03(\x0b\x32\x1b.reconciler.v1.VolumeReport\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\"\x80\x01\n\x0eReplicateEvent\x12\x33\n\x08progress\x18\x01 \x01(\x0b\x32\x1f.reconciler.v1.TransferProgressH\x00\x12\x30\n\x06result\x18\x02 \x01(\x0b\x32\x1e.reconciler.v1.ReplicateResultH\x00\x42\x07\n\x05\x65vent\"\x87\x03\n\x0cReceiveBegin\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x0e\n\x06set_id\x18\x02 \x01(\t\x12\x13\n\x0bsource_node\x18\x03 \x01(\t\x12\x13\n\x0bsource_pool\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12(\n\x07members\x18\x06 \x03(\x0b\x32\x17.reconciler.v1.Snapshot\x12+\n\x07\x65xpires\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cnever_expire\x18\x08 \x01(\x08\x12\x13\n\x0bname_prefix\x18\t \x01(\t\x12\r\n\x05holds\x18\n \x03(\t\x12\x37\n\x06labels\x18\x0b \x03(\x0b\x32\'.reconciler.v1.ReceiveBegin.LabelsEntry\x12\x0c\n\x04pool\x18\x0c \x01(\t\x12\x13\n\x0b\x65xpect_node\x18\r \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa2\x01\n\x0bVolumeBegin\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x15\n\rparent_set_id\x18\x02 \x01(\t\x12\x15\n\rmanifest_size\x18\x03 \x01(\x04\x12\x15\n\rmanifest_dict\x18\x04 \x01(\x08\x12\x13\n\x0bsource_uuid\x18\x05 \x01(\x0c\x12\x12\n\ncompressed\x18\x06 \x01(\x08\x12\x15\n\rlogical_bytes\x18\x07 \x01(\x04\"h\n\x05\x43hunk\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0f\n\x07raw_len\x18\x03 \x01(\r\x12\r\n\x05\x66lags\x18\x04 \x01(\r\x12\x0c\n\x04\x62\x61se\x18\x05 \x01(\x0c\x12\x10\n\x08page_map\x18\x06 \x01(\x0c\"2\n\nChunkBatch\x12$\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x14.reconciler.v1.Chunk\"\x0b\n\tVolumeEnd\"\x0f\n\rReceiveCommit\"\xa4\x02\n\x0eReceiveRequest\x12,\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32\x1b.reconciler.v1.ReceiveBeginH\x00\x12,\n\x06volume\x18\x02 \x01(\x0b\x32\x1a.reconciler.v1.VolumeBeginH\x00\x12\x12\n\x08manifest\x18\x03 \x01(\x0cH\x00\x12+\n\x06\x63hunks\x18\x04 \x01(\x0b\x32\x19.reconciler.v1.ChunkBatchH\x00\x12\x0e\n\x04\x64\x61ta\x18\x05 \x01(\x0cH\x00\x12.\n\nvolume_end\x18\x06 \x01(\x0b\x32\x18.reconciler.v1.VolumeEndH\x00\x12.\n\x06\x63ommit\x18\x07 \x01(\x0b\x32\x1c.reconciler.v1.ReceiveCommitH\x00\x42\x05\n\x03msg\"h\n\x07Holding\x12\x0e\n\x06set_id\x18\x01 \x01(\t\x12\x0e\n\x06volume\x18\x02 \x01(\t\x12+\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08identity\x18\x04 \x01(\x0c\"v\n\x0cReceiveReady\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12(\n\x08holdings\x18\x04 \x03(\x0b\x32\x16.reconciler.v1.Holding\x12\x0f\n\x07present\x18\x05 \x03(\t\"+\n\nNeedChunks\x12\x0f\n\x07\x64igests\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08\"/\n\rChunkRejected\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x0e\n\x06reason\x18\x02 \x01(\t\"/\n\x0eVolumeReceived\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\">\n\x10ReceiveCommitted\x12*\n\tsnapshots\x18\x01 \x03(\x0b\x32\x17.reconciler.v1.Snapshot\"\x8f\x02\n\x0fReceiveResponse\x12,\n\x05ready\x18\x01 \x01(\x0b\x32\x1b.reconciler.v1.ReceiveReadyH\x00\x12)\n\x04need\x18\x02 \x01(\x0b\x32\x19.reconciler.v1.NeedChunksH\x00\x12\x30\n\x08rejected\x18\x03 \x01(\x0b\x32\x1c.reconciler.v1.ChunkRejectedH\x00\x12\x34\n\x0bvolume_done\x18\x04 \x01(\x0b\x32\x1d.reconciler.v1.VolumeReceivedH\x00\x12\x34\n\tcommitted\x18\x05 \x01(\x0b\x32\x1f.reconciler.v1.ReceiveCommittedH\x00\x42\x05\n\x03msg2\xaa\x01\n\x0bReplication\x12M\n\tReplicate\x12\x1f.reconciler.v1.ReplicateRequest\x1a\x1d.reconciler.v1.ReplicateEvent0\x01\x12L\n\x07Receive\x12\x1d.reconciler.v1.ReceiveRequest\x1a\x1e.reconciler.v1.ReceiveResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1freconciler/v1/replication.proto\x12\rreconciler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19reconciler/v1/agent.proto\"e\n\x0fReplicationPeer\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x13\n\x0bserver_name\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08insecure\x18\x04 \x01(\x08\x12\x0c\n\x04pool\x18\x05 \x01(\t\"\x8b\x03\n\x10ReplicateRequest\x12\x0e\n\x06set_id\x18\x01 \x01(\t\x12.\n\x06target\x18\x02 \x01(\x0b\x32\x1e.reconciler.v1.ReplicationPeer\x12(\n\x04refs\x18\x03 \x03(\x0b\x32\x1a.reconciler.v1.SnapshotRef\x12+\n\x07\x65xpires\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cnever_expire\x18\x05 \x01(\x08\x12\x13\n\x0bname_prefix\x18\x06 \x01(\t\x12\r\n\x05holds\x18\x07 \x03(\t\x12\x14\n\x0cthrottle_bps\x18\x08 \x01(\x04\x12\x13\n\x0b\x63ompression\x18\t \x01(\x08\x12\x0f\n\x07streams\x18\n \x01(\r\x12;\n\x06labels\x18\x0b \x03(\x0b\x32+.reconciler.v1.ReplicateRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9e\x02\n\x10TransferProgress\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0e\n\x06volume\x18\x02 \x01(\t\x12\x15\n\rchecked_bytes\x18\x03 \x01(\x04\x12\x15\n\rscanned_bytes\x18\x04 \x01(\x04\x12\x12\n\nsent_bytes\x18\x05 \x01(\x04\x12\x12\n\nwire_bytes\x18\x06 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x04\x12\x10\n\x08rate_bps\x18\x08 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\t \x01(\x01\x12\x14\n\x0cvolumes_done\x18\n \x01(\r\x12\x15\n\rvolumes_total\x18\x0b \x01(\r\x12\x15\n\rparent_set_id\x18\x0c \x01(\t\x12\x15\n\rchunks_resent\x18\r \x01(\x04\"v\n\x0cVolumeReport\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x15\n\rparent_set_id\x18\x02 \x01(\t\x12\x12\n\nwire_bytes\x18\x03 \x01(\x04\x12\x12\n\nsent_bytes\x18\x04 \x01(\x04\x12\x17\n\x0f\x61lready_present\x18\x05 \x01(\x08\"\xe8\x01\n\x0fReplicateResult\x12*\n\tsnapshots\x18\x01 \x03(\x0b\x32\x17.reconciler.v1.Snapshot\x12\x13\n\x0btarget_node\x18\x02 \x01(\t\x12\x13\n\x0btarget_pool\x18\x03 \x01(\t\x12/\n\x06totals\x18\x04 \x01(\x0b\x32\x1f.reconciler.v1.TransferProgress\x12,\n\x07volumes\x18\x05 \x03(\x0b\x32\x1b.reconciler.v1.VolumeReport\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\x0f\n\x07streams\x18\x07 \x01(\r\"\x80\x01\n\x0eReplicateEvent\x12\x33\n\x08progress\x18\x01 \x01(\x0b\x32\x1f.reconciler.v1.TransferProgressH\x00\x12\x30\n\x06result\x18\x02 \x01(\x0b\x32\x1e.reconciler.v1.ReplicateResultH\x00\x42\x07\n\x05\x65vent\"\x87\x03\n\x0cReceiveBegin\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x0e\n\x06set_id\x18\x02 \x01(\t\x12\x13\n\x0bsource_node\x18\x03 \x01(\t\x12\x13\n\x0bsource_pool\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12(\n\x07members\x18\x06 \x03(\x0b\x32\x17.reconciler.v1.Snapshot\x12+\n\x07\x65xpires\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cnever_expire\x18\x08 \x01(\x08\x12\x13\n\x0bname_prefix\x18\t \x01(\t\x12\r\n\x05holds\x18\n \x03(\t\x12\x37\n\x06labels\x18\x0b \x03(\x0b\x32\'.reconciler.v1.ReceiveBegin.LabelsEntry\x12\x0c\n\x04pool\x18\x0c \x01(\t\x12\x13\n\x0b\x65xpect_node\x18\r \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa2\x01\n\x0bVolumeBegin\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x15\n\rparent_set_id\x18\x02 \x01(\t\x12\x15\n\rmanifest_size\x18\x03 \x01(\x04\x12\x15\n\rmanifest_dict\x18\x04 \x01(\x08\x12\x13\n\x0bsource_uuid\x18\x05 \x01(\x0c\x12\x12\n\ncompressed\x18\x06 \x01(\x08\x12\x15\n\rlogical_bytes\x18\x07 \x01(\x04\"h\n\x05\x43hunk\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0f\n\x07raw_len\x18\x03 \x01(\r\x12\r\n\x05\x66lags\x18\x04 \x01(\r\x12\x0c\n\x04\x62\x61se\x18\x05 \x01(\x0c\x12\x10\n\x08page_map\x18\x06 \x01(\x0c\"2\n\nChunkBatch\x12$\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x14.reconciler.v1.Chunk\"\x0b\n\tVolumeEnd\"\x0f\n\rReceiveCommit\"\xa4\x02\n\x0eReceiveRequest\x12,\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32\x1b.reconciler.v1.ReceiveBeginH\x00\x12,\n\x06volume\x18\x02 \x01(\x0b\x32\x1a.reconciler.v1.VolumeBeginH\x00\x12\x12\n\x08manifest\x18\x03 \x01(\x0cH\x00\x12+\n\x06\x63hunks\x18\x04 \x01(\x0b\x32\x19.reconciler.v1.ChunkBatchH\x00\x12\x0e\n\x04\x64\x61ta\x18\x05 \x01(\x0cH\x00\x12.\n\nvolume_end\x18\x06 \x01(\x0b\x32\x18.reconciler.v1.VolumeEndH\x00\x12.\n\x06\x63ommit\x18\x07 \x01(\x0b\x32\x1c.reconciler.v1.ReceiveCommitH\x00\x42\x05\n\x03msg\"h\n\x07Holding\x12\x0e\n\x06set_id\x18\x01 \x01(\t\x12\x0e\n\x06volume\x18\x02 \x01(\t\x12+\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08identity\x18\x04 \x01(\x0c\"v\n\x0cReceiveReady\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12(\n\x08holdings\x18\x04 \x03(\x0b\x32\x16.reconciler.v1.Holding\x12\x0f\n\x07present\x18\x05 \x03(\t\"+\n\nNeedChunks\x12\x0f\n\x07\x64igests\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08\"/\n\rChunkRejected\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x0e\n\x06reason\x18\x02 \x01(\t\"/\n\x0eVolumeReceived\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\">\n\x10ReceiveCommitted\x12*\n\tsnapshots\x18\x01 \x03(\x0b\x32\x17.reconciler.v1.Snapshot\"\x8f\x02\n\x0fReceiveResponse\x12,\n\x05ready\x18\x01 \x01(\x0b\x32\x1b.reconciler.v1.ReceiveReadyH\x00\x12)\n\x04need\x18\x02 \x01(\x0b\x32\x19.reconciler.v1.NeedChunksH\x00\x12\x30\n\x08rejected\x18\x03 \x01(\x0b\x32\x1c.reconciler.v1.ChunkRejectedH\x00\x12\x34\n\x0bvolume_done\x18\x04 \x01(\x0b\x32\x1d.reconciler.v1.VolumeReceivedH\x00\x12\x34\n\tcommitted\x18\x05 \x01(\x0b\x32\x1f.reconciler.v1.ReceiveCommittedH\x00\x42\x05\n\x03msg2\xaa\x01\n\x0bReplication\x12M\n\tReplicate\x12\x1f.reconciler.v1.ReplicateRequest\x1a\x1d.reconciler.v1.ReplicateEvent0\x01\x12L\n\x07Receive\x12\x1d.reconciler.v1.ReceiveRequest\x1a\x1e.reconciler.v1.ReceiveResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,39 +48,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VOLUMEREPORT']._serialized_start=900
   _globals['_VOLUMEREPORT']._serialized_end=1018
   _globals['_REPLICATERESULT']._serialized_start=1021
-  _globals['_REPLICATERESULT']._serialized_end=1236
-  _globals['_REPLICATEEVENT']._serialized_start=1239
-  _globals['_REPLICATEEVENT']._serialized_end=1367
-  _globals['_RECEIVEBEGIN']._serialized_start=1370
-  _globals['_RECEIVEBEGIN']._serialized_end=1761
+  _globals['_REPLICATERESULT']._serialized_end=1253
+  _globals['_REPLICATEEVENT']._serialized_start=1256
+  _globals['_REPLICATEEVENT']._serialized_end=1384
+  _globals['_RECEIVEBEGIN']._serialized_start=1387
+  _globals['_RECEIVEBEGIN']._serialized_end=1778
   _globals['_RECEIVEBEGIN_LABELSENTRY']._serialized_start=564
   _globals['_RECEIVEBEGIN_LABELSENTRY']._serialized_end=609
-  _globals['_VOLUMEBEGIN']._serialized_start=1764
-  _globals['_VOLUMEBEGIN']._serialized_end=1926
-  _globals['_CHUNK']._serialized_start=1928
-  _globals['_CHUNK']._serialized_end=2032
-  _globals['_CHUNKBATCH']._serialized_start=2034
-  _globals['_CHUNKBATCH']._serialized_end=2084
-  _globals['_VOLUMEEND']._serialized_start=2086
-  _globals['_VOLUMEEND']._serialized_end=2097
-  _globals['_RECEIVECOMMIT']._serialized_start=2099
-  _globals['_RECEIVECOMMIT']._serialized_end=2114
-  _globals['_RECEIVEREQUEST']._serialized_start=2117
-  _globals['_RECEIVEREQUEST']._serialized_end=2409
-  _globals['_HOLDING']._serialized_start=2411
-  _globals['_HOLDING']._serialized_end=2515
-  _globals['_RECEIVEREADY']._serialized_start=2517
-  _globals['_RECEIVEREADY']._serialized_end=2635
-  _globals['_NEEDCHUNKS']._serialized_start=2637
-  _globals['_NEEDCHUNKS']._serialized_end=2680
-  _globals['_CHUNKREJECTED']._serialized_start=2682
-  _globals['_CHUNKREJECTED']._serialized_end=2729
-  _globals['_VOLUMERECEIVED']._serialized_start=2731
-  _globals['_VOLUMERECEIVED']._serialized_end=2778
-  _globals['_RECEIVECOMMITTED']._serialized_start=2780
-  _globals['_RECEIVECOMMITTED']._serialized_end=2842
-  _globals['_RECEIVERESPONSE']._serialized_start=2845
-  _globals['_RECEIVERESPONSE']._serialized_end=3116
-  _globals['_REPLICATION']._serialized_start=3119
-  _globals['_REPLICATION']._serialized_end=3289
+  _globals['_VOLUMEBEGIN']._serialized_start=1781
+  _globals['_VOLUMEBEGIN']._serialized_end=1943
+  _globals['_CHUNK']._serialized_start=1945
+  _globals['_CHUNK']._serialized_end=2049
+  _globals['_CHUNKBATCH']._serialized_start=2051
+  _globals['_CHUNKBATCH']._serialized_end=2101
+  _globals['_VOLUMEEND']._serialized_start=2103
+  _globals['_VOLUMEEND']._serialized_end=2114
+  _globals['_RECEIVECOMMIT']._serialized_start=2116
+  _globals['_RECEIVECOMMIT']._serialized_end=2131
+  _globals['_RECEIVEREQUEST']._serialized_start=2134
+  _globals['_RECEIVEREQUEST']._serialized_end=2426
+  _globals['_HOLDING']._serialized_start=2428
+  _globals['_HOLDING']._serialized_end=2532
+  _globals['_RECEIVEREADY']._serialized_start=2534
+  _globals['_RECEIVEREADY']._serialized_end=2652
+  _globals['_NEEDCHUNKS']._serialized_start=2654
+  _globals['_NEEDCHUNKS']._serialized_end=2697
+  _globals['_CHUNKREJECTED']._serialized_start=2699
+  _globals['_CHUNKREJECTED']._serialized_end=2746
+  _globals['_VOLUMERECEIVED']._serialized_start=2748
+  _globals['_VOLUMERECEIVED']._serialized_end=2795
+  _globals['_RECEIVECOMMITTED']._serialized_start=2797
+  _globals['_RECEIVECOMMITTED']._serialized_end=2859
+  _globals['_RECEIVERESPONSE']._serialized_start=2862
+  _globals['_RECEIVERESPONSE']._serialized_end=3133
+  _globals['_REPLICATION']._serialized_start=3136
+  _globals['_REPLICATION']._serialized_end=3306
 # @@protoc_insertion_point(module_scope)

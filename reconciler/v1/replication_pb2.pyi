@@ -102,20 +102,22 @@ class VolumeReport(_message.Message):
     def __init__(self, volume: _Optional[str] = ..., parent_set_id: _Optional[str] = ..., wire_bytes: _Optional[int] = ..., sent_bytes: _Optional[int] = ..., already_present: _Optional[bool] = ...) -> None: ...
 
 class ReplicateResult(_message.Message):
-    __slots__ = ("snapshots", "target_node", "target_pool", "totals", "volumes", "seconds")
+    __slots__ = ("snapshots", "target_node", "target_pool", "totals", "volumes", "seconds", "streams")
     SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     TARGET_NODE_FIELD_NUMBER: _ClassVar[int]
     TARGET_POOL_FIELD_NUMBER: _ClassVar[int]
     TOTALS_FIELD_NUMBER: _ClassVar[int]
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
     snapshots: _containers.RepeatedCompositeFieldContainer[_agent_pb2.Snapshot]
     target_node: str
     target_pool: str
     totals: TransferProgress
     volumes: _containers.RepeatedCompositeFieldContainer[VolumeReport]
     seconds: float
-    def __init__(self, snapshots: _Optional[_Iterable[_Union[_agent_pb2.Snapshot, _Mapping]]] = ..., target_node: _Optional[str] = ..., target_pool: _Optional[str] = ..., totals: _Optional[_Union[TransferProgress, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[VolumeReport, _Mapping]]] = ..., seconds: _Optional[float] = ...) -> None: ...
+    streams: int
+    def __init__(self, snapshots: _Optional[_Iterable[_Union[_agent_pb2.Snapshot, _Mapping]]] = ..., target_node: _Optional[str] = ..., target_pool: _Optional[str] = ..., totals: _Optional[_Union[TransferProgress, _Mapping]] = ..., volumes: _Optional[_Iterable[_Union[VolumeReport, _Mapping]]] = ..., seconds: _Optional[float] = ..., streams: _Optional[int] = ...) -> None: ...
 
 class ReplicateEvent(_message.Message):
     __slots__ = ("progress", "result")
