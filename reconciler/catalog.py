@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     quiesced INTEGER NOT NULL,
     PRIMARY KEY (set_id, volume)
 );
+CREATE INDEX IF NOT EXISTS snapshots_by_volume ON snapshots (volume, created);
 """
 
 
@@ -156,6 +157,14 @@ class Catalog:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM snapshots WHERE set_id=? ORDER BY volume", (set_id,)
+            ).fetchall()
+        return [self._snap(r) for r in rows]
+
+    def for_volume(self, volume: str) -> list[SnapshotInfo]:
+        """The snapshots of one volume, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM snapshots WHERE volume=? ORDER BY created DESC, set_id DESC", (volume,)
             ).fetchall()
         return [self._snap(r) for r in rows]
 

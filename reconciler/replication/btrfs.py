@@ -21,9 +21,11 @@ import fcntl
 import logging
 import os
 import secrets
+import select
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 READ_SIZE = 1 << 20
 PIPE_SIZE = 8 << 20
 MESSAGE_SIZE = 4 << 20
+FLUSH_AFTER = 0.01  # seconds the first byte of a message waits for more, at most
 F_SETPIPE_SZ = 1031
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 UUID_LEN = 16
@@ -136,6 +139,47 @@ def _error(pool: str, what: str, stderr: str) -> ReconcilerError:
 
 
 # --- source side ----------------------------------------------------------------------------------
+@dataclass
+class SendProcess:
+    """A running `btrfs send` of (set_id, volume) against parent_set_id ('' for a full stream)."""
+
+    set_id: str
+    volume: str
+    parent_set_id: str
+    proc: subprocess.Popen[bytes]
+    err: IO[bytes]
+
+    def stop(self) -> None:
+        """Kill it (if still running) and release what it holds."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.err.close()
+
+
+def start_send(backend: BtrfsBackend, *, set_id: str, volume: str, parent_set_id: str) -> SendProcess:
+    """Start `btrfs send` (its output waits in the pipe until read). The sender starts the first
+    volume's send while it is still agreeing on the parent with the target, on the parent it
+    expects; `btrfs send -p` spends its first moments walking both trees, which then overlaps
+    the round trip instead of following it."""
+    cmd = ["btrfs", "send", "-q"]
+    if parent_set_id:
+        cmd += ["-p", str(backend.snapshot_path(parent_set_id, volume))]
+    cmd.append(str(backend.snapshot_path(set_id, volume)))
+    err = tempfile.TemporaryFile()
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+    except BaseException:
+        err.close()
+        raise
+    _boost(proc.pid)
+    assert proc.stdout is not None
+    _bigger_pipe(proc.stdout.fileno())
+    return SendProcess(set_id, volume, parent_set_id, proc, err)
+
+
 def send_volume(
     backend: BtrfsBackend,
     link: Link,
@@ -146,49 +190,71 @@ def send_volume(
     parent_set_id: str,
     compression: bool,
     logical_bytes: int,
+    started: SendProcess | None = None,
 ) -> tuple[int, int]:
-    """Stream `btrfs send` of one snapshot; returns (wire bytes, stream bytes)."""
-    snap = backend.snapshot_path(set_id, volume)
-    info = subvol_info(snap)
-    cmd = ["btrfs", "send", "-q"]
-    if parent_set_id:
-        cmd += ["-p", str(backend.snapshot_path(parent_set_id, volume))]
-    cmd.append(str(snap))
+    """Stream `btrfs send` of one snapshot; returns (wire bytes, stream bytes). `started`: a send
+    begun ahead (start_send), used if it is of this volume against this parent, else stopped."""
+    if started is not None and (started.set_id, started.volume, started.parent_set_id) != (
+        set_id,
+        volume,
+        parent_set_id,
+    ):
+        started.stop()
+        started = None
     wire0 = meter.stats.wire_bytes
-    meter.update(phase="send", volume=volume, parent_set_id=parent_set_id)
-    link.send(
-        rpb.ReceiveRequest(
-            volume=rpb.VolumeBegin(
-                volume=volume,
-                parent_set_id=parent_set_id,
-                source_uuid=info.identity,
-                compressed=compression,
-                logical_bytes=logical_bytes,
+    try:
+        info = subvol_info(backend.snapshot_path(set_id, volume))
+        meter.update(phase="send", volume=volume, parent_set_id=parent_set_id)
+        link.send(
+            rpb.ReceiveRequest(
+                volume=rpb.VolumeBegin(
+                    volume=volume,
+                    parent_set_id=parent_set_id,
+                    source_uuid=info.identity,
+                    compressed=compression,
+                    logical_bytes=logical_bytes,
+                )
             )
         )
-    )
+        sending = started or start_send(backend, set_id=set_id, volume=volume, parent_set_id=parent_set_id)
+    except BaseException:
+        if started is not None:
+            started.stop()
+        raise
     stream_bytes = 0
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
-        _boost(proc.pid)
+    proc, err = sending.proc, sending.err
+    with err:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        _bigger_pipe(fd)
         cctx = zstandard.ZstdCompressor(level=1).compressobj() if compression else None
         try:
             parts: list[bytes] = []
             pending = 0
+            oldest = 0.0  # when the first byte of `parts` was read
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLHUP)
             while True:
-                chunk = os.read(fd, MESSAGE_SIZE)
+                if parts:
+                    wait = oldest + FLUSH_AFTER - time.monotonic()
+                    if wait <= 0 or not poller.poll(wait * 1000):
+                        link.send_raw(encode_data_parts(parts, pending))
+                        parts, pending = [], 0
+                        continue
+                chunk = os.read(fd, MESSAGE_SIZE - pending)
                 eof = not chunk
                 if chunk:
                     stream_bytes += len(chunk)
                     meter.add(scanned=len(chunk), sent=len(chunk), checked=len(chunk))
                     out = cctx.compress(chunk) if cctx is not None else chunk
                     if out:
+                        if not parts:
+                            oldest = time.monotonic()
                         parts.append(out)
                         pending += len(out)
-                # a few pipe reads per message: fewer messages, fewer wakeups on both sides
+                # A message gathers up to MESSAGE_SIZE (fewer messages, fewer wakeups on both
+                # sides), but never waits more than FLUSH_AFTER for it: when `btrfs send` is
+                # slow to produce (walking the trees for an incremental stream), what it has
+                # produced goes out, so the target's `btrfs receive` works while it is produced.
                 if parts and (pending >= MESSAGE_SIZE or eof):
                     link.send_raw(encode_data_parts(parts, pending))
                     parts, pending = [], 0

@@ -249,15 +249,9 @@ class ReceiveSession:
     def _holdings(self, pool: Pool, volumes: set[str]) -> list[rpb.Holding]:
         if not volumes:
             return []
-        found: dict[str, list[SnapshotInfo]] = {}
-        for _gen, page in pool.catalog.pages(5000):
-            for s in page:
-                if s.volume in volumes:
-                    found.setdefault(s.volume, []).append(s)
         out = []
-        for volume, snaps in sorted(found.items()):
-            snaps.sort(key=lambda s: (s.created, s.set_id), reverse=True)
-            for s in snaps[:MAX_HOLDINGS]:
+        for volume in sorted(volumes):
+            for s in pool.catalog.for_volume(volume)[:MAX_HOLDINGS]:
                 h = rpb.Holding(set_id=s.set_id, volume=volume)
                 serde.set_ts(h, "created", s.created)
                 if isinstance(pool.backend, BtrfsBackend):

@@ -386,6 +386,7 @@ class Sender:
                 raise TransferCancelled("transfer cancelled")
             self._streams.append(stream)
             self._peak = max(self._peak, len(self._streams))
+        early: btrfs_repl.SendProcess | None = None
         try:
             begin = rpb.ReceiveBegin(
                 protocol=REPLICATION_PROTOCOL,
@@ -403,6 +404,7 @@ class Sender:
             )
             serde.set_ts(begin, "expires", spec.expires)
             stream.send(rpb.ReceiveRequest(begin=begin))
+            early = self._send_ahead(pool, members)  # while the target answers
             resp = stream.recv()
             if resp.WhichOneof("msg") != "ready":
                 raise ProtocolMismatch(f"target {spec.target.label} did not answer begin with ready")
@@ -424,7 +426,8 @@ class Sender:
             meter.update(volumes_done=done)
             for snap in todo:
                 parent = self._parent(pool, snap, holdings.get(snap.volume, []))
-                reports.append(self._send_volume(stream, pool, snap, parent, meter))
+                started, early = early, None  # send_volume uses it or stops it
+                reports.append(self._send_volume(stream, pool, snap, parent, meter, started))
                 done += 1
                 meter.update(volumes_done=done, force=True)
             meter.update(phase="commit", force=True)
@@ -439,8 +442,36 @@ class Sender:
             stream.cancel()
             raise
         finally:
+            if early is not None:
+                early.stop()
             with self._lock:
                 self._streams.remove(stream)
+
+    def _send_ahead(self, pool: Pool, members: list[SnapshotInfo]) -> btrfs_repl.SendProcess | None:
+        """btrfs: start the first volume's `btrfs send` now, against the parent the target most
+        likely holds, while begin and ready cross (see btrfs_repl.start_send). The target's answer
+        decides; a wrong guess is stopped and costs a process start. The guess: the newest older
+        set of the volume that holds a sync base (`base:TARGET`), else the newest older one."""
+        if not members or not isinstance(pool.backend, BtrfsBackend):
+            return None
+        snap = members[0]
+        older = [
+            s
+            for s in pool.catalog.for_volume(snap.volume)
+            if s.set_id != snap.set_id and s.created <= snap.created
+        ]
+        older.sort(
+            key=lambda s: (any(h.startswith("base:") for h in s.holds), s.created, s.set_id), reverse=True
+        )
+        try:
+            return btrfs_repl.start_send(
+                pool.backend,
+                set_id=snap.set_id,
+                volume=snap.volume,
+                parent_set_id=older[0].set_id if older else "",
+            )
+        except OSError:
+            return None  # started again (and reported) when it is time to send
 
     def _parent(self, pool: Pool, snap: SnapshotInfo, held: list[tuple[str, float, bytes]]) -> str:
         """The newest set of this volume both sides hold, the same on both (a set id reused after a
@@ -459,7 +490,13 @@ class Sender:
         return ""
 
     def _send_volume(
-        self, stream: _Stream, pool: Pool, snap: SnapshotInfo, parent: str, meter: Meter
+        self,
+        stream: _Stream,
+        pool: Pool,
+        snap: SnapshotInfo,
+        parent: str,
+        meter: Meter,
+        started: btrfs_repl.SendProcess | None = None,
     ) -> VolumeReport:
         backend = pool.backend
         if isinstance(backend, ChunkstoreBackend):
@@ -483,6 +520,7 @@ class Sender:
                 parent_set_id=parent,
                 compression=self.spec.compression,
                 logical_bytes=snap.logical_bytes,
+                started=started,
             )
             return VolumeReport(snap.volume, parent, wire, sent)
         raise FailedPrecondition(f"pool {pool.name}: {backend.kind} pools cannot send sets")
