@@ -10,6 +10,7 @@ Nothing here reads files or imports the agent/daemon side: it is pure and safe t
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -596,11 +597,32 @@ def _check_period(period: PeriodConfig, loc: Loc) -> list[Problem]:
     return out
 
 
-def _check_tls(tls: TLSConfig | None, insecure: bool, loc: Loc, what: str) -> list[Problem]:
+def is_loopback_address(address: str) -> bool:
+    """A unix socket, localhost or a loopback IP: where plain text may be allowed."""
+    if address.startswith("unix:"):
+        return True
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_tls(tls: TLSConfig | None, insecure: bool, address: str, loc: Loc, what: str) -> list[Problem]:
     if tls is None and not insecure:
         return [Problem((*loc, "address"), f"{what} needs tls (or insecure: true to allow plaintext)")]
     if tls is not None and insecure:
         return [Problem((*loc, "insecure"), "insecure: true contradicts the tls settings; remove one")]
+    if insecure and not is_loopback_address(address):
+        # an agent listens in plain text only on loopback (reconciler agent refuses otherwise)
+        return [
+            Problem(
+                (*loc, "insecure"),
+                f"plain text is allowed only to a loopback address or a unix socket, not {address}; set tls",
+            )
+        ]
     return []
 
 
@@ -635,7 +657,7 @@ def check_config(config: Config) -> list[Problem]:
                     Problem((*loc, "tls"), "an embedded node runs in-process: tls is not used; remove it")
                 )
         else:
-            out.extend(_check_tls(node.tls, node.insecure, loc, "a remote node"))
+            out.extend(_check_tls(node.tls, node.insecure, str(node.address), loc, "a remote node"))
         seen_paths: dict[Path, str] = {}
         for p, pool in node.pools.items():
             ploc: Loc = (*loc, "pools", p)
@@ -825,7 +847,7 @@ def check_config(config: Config) -> list[Problem]:
     # offsite targets
     for tname, target in config.offsite.targets.items():
         loc = ("offsite", "targets", tname)
-        out.extend(_check_tls(target.tls, target.insecure, loc, "an offsite target"))
+        out.extend(_check_tls(target.tls, target.insecure, str(target.address), loc, "an offsite target"))
         seen_from: set[str] = set()
         for i, item in enumerate(target.items):
             iloc: Loc = (*loc, "items", i, "from")

@@ -599,7 +599,7 @@ def test_node_required_with_several_nodes_and_pool_with_several_pools(tmp_path: 
         BASE.replace(
             "      main: {type: chunkstore, path: ./pool}\n",
             "      main: {type: chunkstore, path: ./pool}\n      other: {type: chunkstore, path: ./other}\n"
-            "  b:\n    address: 'b:1'\n    insecure: true\n",
+            "  b:\n    address: '127.0.0.1:1'\n    insecure: true\n",
         )
         + """\
   web02:
@@ -1017,3 +1017,26 @@ def test_fuzz_structured(tmp_path: Path, value: object) -> None:
 
     for key in ("nodes", "profiles", "resources", "offsite", "system_snapshots"):
         _check_never_crashes(json.dumps({key: value}), tmp_path)
+
+
+def test_plain_text_only_to_loopback_nodes_and_targets(tmp_path: Path) -> None:
+    """An agent listens in plain text only on loopback (reconciler agent refuses otherwise), so a
+    daemon config asking for plain text to another address is refused where it says so."""
+    text = BASE.replace(
+        "      main: {type: chunkstore, path: ./pool}\n",
+        "      main: {type: chunkstore, path: ./pool}\n"
+        "  far:\n    address: '10.0.0.9:7443'\n    insecure: true\n    pools: {p: {type: chunkstore, path: /srv/p}}\n"
+        "  near:\n    address: '127.0.0.1:7443'\n    insecure: true\n    pools: {p: {type: chunkstore, path: /srv/q}}\n"
+        "  sock:\n    address: 'unix:/run/a.sock'\n    insecure: true\n    pools: {p: {type: chunkstore, path: /srv/r}}\n",
+    ).replace("    tags: [web]\n", "    tags: [web]\n    node: local\n")
+    text += (
+        "offsite:\n  targets:\n    dr:\n      address: 'dr.example.net:7443'\n      insecure: true\n"
+        "      items: [{from: daily/midnight}]\n"
+    )
+    f, errs = errors_of(tmp_path, text)
+    assert errs == [
+        f"{f}:9:15: nodes.far.insecure: plain text is allowed only to a loopback address or a unix socket, "
+        "not 10.0.0.9:7443; set tls",
+        f"{f}:35:17: offsite.targets.dr.insecure: plain text is allowed only to a loopback address or a unix "
+        "socket, not dr.example.net:7443; set tls",
+    ]

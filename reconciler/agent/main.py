@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import sys
@@ -15,7 +14,7 @@ import grpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import sdnotify
-from ..config import ConfigPath, NonEmptyStr, PoolConfig
+from ..config import ConfigPath, NonEmptyStr, PoolConfig, is_loopback_address
 from ..durations import parse_duration
 from ..errors import ConfigError, ReconcilerError
 from ..logs import setup_logging
@@ -65,18 +64,6 @@ class AgentConfig(BaseModel):
         return parse_duration(v) if isinstance(v, str) else v
 
 
-def _is_loopback(listen: str) -> bool:
-    if listen.startswith("unix:"):
-        return True
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def load_agent_config(path: Path) -> AgentConfig:
     from ..config_loader import load_model
 
@@ -88,7 +75,7 @@ def load_agent_config(path: Path) -> AgentConfig:
         )
     if cfg.tls is not None and cfg.insecure:
         errors.append(f"{path}: insecure: true together with a tls section; choose one")
-    if cfg.tls is None and cfg.insecure and not _is_loopback(cfg.listen):
+    if cfg.tls is None and cfg.insecure and not is_loopback_address(cfg.listen):
         errors.append(
             f"{path}: listen: insecure transport is only allowed on loopback or a unix socket, not {cfg.listen}"
         )
