@@ -437,6 +437,9 @@ class TargetConfig(BaseModel):
     tls: TLSConfig | None = None
     # replication is encrypted by default; plaintext must be asked for by name
     insecure: bool = False
+    # the target agent's pool that receives; default: the source pool's namesake there, else its
+    # only pool of the same kind
+    pool: Name | None = None
     retry: RetryConfig = Field(default_factory=RetryConfig)
     throttle_bps: int = Field(default=0, ge=0)
     compression: bool = True

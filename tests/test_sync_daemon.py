@@ -346,3 +346,37 @@ def test_a_system_set_on_two_nodes_travels_from_both_at_once(pki: LabPKI, tmp_pa
     finally:
         for s in (src, src2, dr):
             s.stop()
+
+
+def test_the_target_pool_is_chosen_by_the_config(pki: LabPKI, tmp_path: Path) -> None:
+    """A target agent with two chunkstore pools: by default a set lands in the source pool's
+    namesake (main); with the target's `pool: cold`, in cold."""
+    src = Site("src", tmp_path / "src", tmp_path / "src" / "pool", pki)
+    dr = Site(
+        "dr", tmp_path / "dr", tmp_path / "dr" / "pool", pki, more_pools={"cold": tmp_path / "dr" / "cold"}
+    )
+    fill_volume(src.pool / "vms/vm1", seed=3, big_mb=1, small=5)
+    for s in (src, dr):
+        s.start()
+
+    def on_dr(pool: str) -> set[str]:
+        return {s.set_id for s in dr.client.list_snapshots(pool)[1]}
+
+    try:
+        clock = Clock()
+        with daemon(config(pki, src, dr), tmp_path / "state", clock) as d:
+            d.run_pass()
+            (first,) = local_sets(d)
+            settle(d, dr, expect={first})
+            assert on_dr("main") == {first} and on_dr("cold") == set()
+        clock.advance(days=1)
+        with daemon(config(pki, src, dr, target={"pool": "cold"}), tmp_path / "state2", clock) as d:
+            d.run_pass()
+            second = max(local_sets(d), key=lambda s: local_sets(d)[s].created)
+            assert second != first
+            settle(d, dr)
+            wait_for(lambda: second in on_dr("cold"), timeout=60, what="the new set in cold")
+            assert second not in on_dr("main")
+    finally:
+        for s in (src, dr):
+            s.stop()

@@ -480,6 +480,7 @@ class SyncManager:
             server_name=(cfg.tls.server_name or "") if cfg.tls is not None else "",
             node=client.remote_node if client is not None else "",
             insecure=cfg.insecure,
+            pool=cfg.pool or "",
         )
 
     def _replicate(self, active: Active) -> list[ReplicateOutcome]:

@@ -100,7 +100,7 @@ def choose_pool(agent: NodeAgent, *, wanted: str, source_pool: str, backend: str
     names = ", ".join(sorted(p.name for p in matching)) or "none"
     raise FailedPrecondition(
         f"node {agent.node}: no single {backend} pool to receive into (candidates: {names}); "
-        "name one with the target's pool"
+        "name one with `pool:` of the offsite target in the daemon's config"
     )
 
 
