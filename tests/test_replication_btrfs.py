@@ -89,6 +89,24 @@ def test_full_then_incremental_with_the_newest_common_parent(pair: tuple[Site, S
     assert dst.content("b-3", "vm1", tmp_path) == read_tree(src.pool / "vm1")
 
 
+def test_two_streams_of_one_pool_arrive_together_and_stay_incremental(
+    pair: tuple[Site, Site], tmp_path: Path
+) -> None:
+    src, dst = pair
+    src.snapshot("g-1", ["vm1", "vm2"])
+    full = src.replicate("g-1", dst, streams=2)
+    assert full.streams == 2
+    assert sorted(s.volume for s in dst.sets()["g-1"]) == ["vm1", "vm2"]
+    change_volume(src.pool / "vm2", seed=5, fraction=0.01)
+    src.snapshot("g-2", ["vm1", "vm2"])
+    incr = src.replicate("g-2", dst, streams=2)
+    assert sorted(v.parent_set_id for v in incr.volumes) == ["g-1", "g-1"]
+    assert dst.content("g-2", "vm2", tmp_path) == read_tree(src.pool / "vm2")
+    assert dst.verify() == []
+    receiving = dst.pool / ".reconciler" / "btrfs" / "snapshots" / ".receiving"
+    assert not receiving.exists() or not list(receiving.iterdir())
+
+
 def test_an_interrupted_receive_leaves_nothing_that_looks_like_a_snapshot(pair: tuple[Site, Site]) -> None:
     src, dst = pair
     src.snapshot("cut-1", ["vm1"])

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,12 +25,14 @@ from hypothesis import strategies as st
 from reconciler.agent.api import CreateSetRequest, Target
 from reconciler.agent.core import NodeAgent
 from reconciler.backends.chunkstore import ChunkstoreBackend
+from reconciler.domain import ImmutableState, SnapshotInfo
 from reconciler.errors import AlreadyExists, CorruptData, PermissionDenied, StorageFull, Unavailable
 from reconciler.replication import chunkstore as cs_repl
 from reconciler.replication.api import ReplicateSpec
 from reconciler.replication.progress import TransferStats
-from reconciler.replication.sender import Dialer, Sender
+from reconciler.replication.sender import Dialer, Sender, plan_parts
 from reconciler.tlslab import LabPKI, create_lab_pki
+from tests.helpers import wait_for
 from tests.replication_lab import Site, change_volume, creds, fill_volume, read_tree
 
 VOLUME = "vms/vm1"
@@ -192,6 +195,108 @@ def test_streams_send_the_pools_of_a_set_side_by_side(pki: LabPKI, tmp_path: Pat
     finally:
         source.stop()
         target.stop()
+
+
+def test_streams_split_one_pools_volumes_and_the_target_commits_them_together(
+    pki: LabPKI, tmp_path: Path
+) -> None:
+    """One pool, three volumes, streams 3: three streams of one group at once; the target makes
+    the three members visible together."""
+    source = Site("src", tmp_path / "src", tmp_path / "src" / "pool", pki)
+    target = Site("dst", tmp_path / "dst", tmp_path / "dst" / "pool", pki)
+    for i, v in enumerate(("vms/a", "vms/b", "vms/c")):
+        fill_volume(source.pool / v, seed=20 + i, big_mb=2, small=5)
+    source.start()
+    target.start()
+    try:
+        source.snapshot("grouped", ["vms/a", "vms/b", "vms/c"])
+        out = source.replicate("grouped", target, streams=3, throttle_bps=8 << 20)
+        assert out.streams == 3
+        assert sorted(s.volume for s in out.snapshots) == ["vms/a", "vms/b", "vms/c"]
+        assert sorted(s.volume for s in target.sets()["grouped"]) == ["vms/a", "vms/b", "vms/c"]
+        assert target.verify("grouped") == []
+        assert target.content("grouped", "vms/c", tmp_path / "check") == read_tree(source.pool / "vms/c")
+    finally:
+        source.stop()
+        target.stop()
+
+
+def test_a_group_whose_streams_do_not_all_commit_leaves_nothing(pki: LabPKI, tmp_path: Path) -> None:
+    """The small volume's stream reaches its commit and waits for the big one's; the transfer is
+    cancelled meanwhile: neither member is visible on the target, and the next transfer completes."""
+    source = Site("src", tmp_path / "src", tmp_path / "src" / "pool", pki)
+    target = Site("dst", tmp_path / "dst", tmp_path / "dst" / "pool", pki)
+    fill_volume(source.pool / "vms/small", seed=30, big_mb=1, small=2)
+    fill_volume(source.pool / "vms/big", seed=31, big_mb=24, small=2)
+    source.start()
+    target.start()
+    try:
+        source.snapshot("cut", ["vms/big", "vms/small"])
+        cancel = threading.Event()
+        seen: list[TransferStats] = []
+
+        def run() -> None:
+            spec = ReplicateSpec(set_id="cut", target=target.peer(), streams=2, throttle_bps=4 << 20)
+            with pytest.raises(Unavailable):
+                source.repl.replicate(spec, seen.append, cancel=cancel)
+
+        t = threading.Thread(target=run)
+        t.start()
+        # the small part (1 MiB) commits within a second; the big one needs several at 4 MB/s
+        wait_for(lambda: any(s.volumes_done >= 1 for s in seen), timeout=30, what="the small volume done")
+        cancel.set()
+        t.join(30)
+        assert not t.is_alive()
+        # the waiting stream takes its volume back out as soon as its stream is cancelled
+        assert target.proc is not None
+        wait_for(
+            lambda: "did not reach their commit; dropped vms/small" in target.proc.log.read_text(),  # type: ignore[union-attr]
+            timeout=10,
+            what="the small volume dropped",
+        )
+        assert "cut" not in target.sets()
+        out = source.replicate("cut", target, streams=2)
+        assert sorted(s.volume for s in out.snapshots) == ["vms/big", "vms/small"]
+        assert sorted(s.volume for s in target.sets()["cut"]) == ["vms/big", "vms/small"]
+        assert target.verify("cut") == []
+    finally:
+        source.stop()
+        target.stop()
+
+
+def test_plan_parts_splits_the_pools_with_the_most_volumes_per_stream() -> None:
+    def snaps(pool: str, sizes: list[int]) -> list[SnapshotInfo]:
+        now = datetime.now(UTC)
+        return [
+            SnapshotInfo(
+                set_id="s",
+                name="s",
+                pool=pool,
+                volume=f"v{i}",
+                created=now,
+                expires=None,
+                labels={},
+                immutable=ImmutableState.NONE,
+                holds=frozenset(),
+                logical_bytes=n,
+                quiesced=False,
+            )  # fmt: skip
+            for i, n in enumerate(sizes)
+        ]
+
+    groups = {"a": snaps("a", [10, 1, 1, 1, 9]), "b": snaps("b", [5])}
+    assert [(p.pool, len(p.members), p.group_size) for p in plan_parts(groups, 1)] == [
+        ("a", 5, 1),
+        ("b", 1, 1),
+    ]
+    assert [(p.pool, p.group_size) for p in plan_parts(groups, 2)] == [("a", 1), ("b", 1)]
+    three = plan_parts(groups, 3)
+    assert [(p.pool, p.group_size) for p in three] == [("a", 2), ("a", 2), ("b", 1)]
+    assert three[0].group == three[1].group != ""
+    # balanced by size, members in their original order within a part
+    assert sorted([m.volume for m in p.members] for p in three[:2]) == [["v0", "v2"], ["v1", "v3", "v4"]]
+    # never more parts than volumes, whatever the streams
+    assert len(plan_parts(groups, 16)) == 6
 
 
 def test_a_stream_that_fails_fails_the_transfer_with_its_own_error(pki: LabPKI, tmp_path: Path) -> None:

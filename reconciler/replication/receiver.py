@@ -4,15 +4,23 @@ Visibility follows the agent's rule: backend data first (manifests renamed into 
 snapshots created in the store), then the catalog rows of all the set's members on this pool in one
 transaction. A stream that ends or fails before its commit leaves no catalog row; what the backend
 staged is removed now or by `open()` after a crash (chunks that arrived stay, to be reused).
+
+Parallel streams (the target's `streams`): the sender may split one pool's members over several
+streams of a group (`group`, `group_size` in begin). Each stream commits its volumes' data as above,
+then waits; the last one of the group to arrive inserts every stream's rows in one transaction, so
+the members still become visible together. A stream whose siblings do not all arrive (cancelled,
+cut, or GROUP_WAIT passed) takes its data back out and fails: nothing of the group is visible.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
@@ -21,7 +29,14 @@ from ..agent.core import MAX_LABEL_BYTES, MAX_LABELS, MAX_TARGETS, NodeAgent, Po
 from ..backends.btrfs import BtrfsBackend
 from ..backends.chunkstore import ChunkstoreBackend
 from ..domain import ImmutableState, SnapshotInfo, valid_volume_name
-from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ProtocolMismatch
+from ..errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ProtocolMismatch,
+    Unavailable,
+)
 from ..v1 import replication_pb2 as rpb
 from . import btrfs as btrfs_repl
 from . import chunkstore as cs_repl
@@ -34,7 +49,33 @@ log = logging.getLogger(__name__)
 MAX_HOLDINGS = 32  # per volume: the newest sets are the only useful parents
 MAX_HOLDS = 16
 PREFETCH = 16  # messages (1-4 MiB each) read ahead of the writer
+MAX_GROUP = 16  # streams in one group (the config allows 16 streams)
+GROUP_WAIT = 3600.0  # seconds a committed stream waits for the rest of its group
+_GROUP_RE = re.compile(r"^[0-9a-f]{8,64}$")
 _T = TypeVar("_T")
+
+
+@dataclass
+class _Group:
+    """The streams of one group that reached their commit (under _groups_cond)."""
+
+    size: int
+    parts: list[tuple[list[SnapshotInfo], list[str], ChunkstoreSink | btrfs_repl.BtrfsSink]] = field(
+        default_factory=list
+    )
+    sealed: bool = False  # every stream arrived: the last one inserts, nobody backs out any more
+    done: bool = False
+    error: BaseException | None = None
+
+
+_groups: dict[tuple[int, str, str, str], _Group] = {}
+_groups_cond = threading.Condition()
+
+
+def wake_groups() -> None:
+    """A stream ended: streams waiting for their group look again at whether theirs is alive."""
+    with _groups_cond:
+        _groups_cond.notify_all()
 
 
 _END = object()
@@ -117,9 +158,12 @@ class _Begin:
 
 
 class ReceiveSession:
-    def __init__(self, agent: NodeAgent, *, peer: str = "") -> None:
+    def __init__(self, agent: NodeAgent, *, peer: str = "", alive: Callable[[], bool] = lambda: True) -> None:
         self.agent = agent
         self.peer = peer
+        self.alive = alive  # False once the stream is cancelled or cut
+        self.group = ""
+        self.group_size = 1
         self.begin: _Begin | None = None
         self.pool: Pool | None = None
         self.sink: ChunkstoreSink | btrfs_repl.BtrfsSink | None = None
@@ -198,6 +242,12 @@ class ReceiveSession:
             raise InvalidArgument(f"set {m.set_id}: a volume is offered twice")
         if len(m.holds) > MAX_HOLDS or any(not h or len(h) > 200 for h in m.holds):
             raise InvalidArgument(f"set {m.set_id}: bad holds {list(m.holds)!r}")
+        if m.group or m.group_size > 1:
+            if not _GROUP_RE.match(m.group) or not 2 <= m.group_size <= MAX_GROUP:
+                raise InvalidArgument(
+                    f"set {m.set_id}: bad stream group {m.group[:80]!r} of {m.group_size} (a hex token, 2-{MAX_GROUP})"
+                )
+            self.group, self.group_size = m.group, m.group_size
         pool = choose_pool(self.agent, wanted=m.pool, source_pool=m.source_pool, backend=m.backend)
         self.pool = pool
         pool.catalog.warm()  # read in while the data travels: the commit writes to it
@@ -281,18 +331,10 @@ class ReceiveSession:
                 sink.drop(volume)
             raise InvalidArgument(f"set {b.set_id}: commit without volume(s) {sorted(missing)}")
         rows = [self._row(s, pool) for s in b.members if s.volume in received]
-        try:
-            with self.agent._set_lock(b.set_id):
-                if rows:
-                    pool.catalog.insert_many(rows)
-        except BaseException as exc:
-            for volume in received:
-                sink.drop(volume)
-            if "UNIQUE" in str(exc):
-                raise AlreadyExists(
-                    f"pool {pool.name}: set {b.set_id} arrived twice at the same time"
-                ) from None
-            raise
+        if self.group:
+            self._join_group(pool, rows, received, sink)
+        else:
+            self._insert(pool, rows, [(received, sink)])
         self.committed = True
         log.info(
             "node %s pool %s: received set %s from %s (%d volume(s), %d already here)",
@@ -308,6 +350,90 @@ class ReceiveSession:
         return rpb.ReceiveResponse(
             committed=rpb.ReceiveCommitted(snapshots=[serde.snapshot_to_pb(s) for s in snaps])
         )
+
+    def _insert(
+        self,
+        pool: Pool,
+        rows: list[SnapshotInfo],
+        data: list[tuple[list[str], ChunkstoreSink | btrfs_repl.BtrfsSink]],
+    ) -> None:
+        """Make `rows` visible in one transaction; on failure take back every volume in `data`."""
+        b = self._began()
+        try:
+            with self.agent._set_lock(b.set_id):
+                if rows:
+                    pool.catalog.insert_many(rows)
+        except BaseException as exc:
+            for volumes, sink in data:
+                for volume in volumes:
+                    sink.drop(volume)
+            if "UNIQUE" in str(exc):
+                raise AlreadyExists(
+                    f"pool {pool.name}: set {b.set_id} arrived twice at the same time"
+                ) from None
+            raise
+
+    def _join_group(
+        self,
+        pool: Pool,
+        rows: list[SnapshotInfo],
+        received: list[str],
+        sink: ChunkstoreSink | btrfs_repl.BtrfsSink,
+    ) -> None:
+        """Wait for the other streams of the group; the last to arrive inserts everyone's rows."""
+        b = self._began()
+        key = (id(self.agent), pool.name, b.set_id, self.group)
+        part = (rows, received, sink)
+        deadline = time.monotonic() + GROUP_WAIT
+        with _groups_cond:
+            g = _groups.get(key)
+            if g is None:
+                g = _groups[key] = _Group(self.group_size)
+            if g.size != self.group_size or g.sealed or len(g.parts) >= g.size:
+                raise InvalidArgument(
+                    f"set {b.set_id}: stream group {self.group} does not fit ({self.group_size})"
+                )
+            g.parts.append(part)
+            if len(g.parts) == g.size:
+                g.sealed = True
+                del _groups[key]
+                parts = list(g.parts)
+            else:
+                while not g.done:
+                    if not g.sealed and (not self.alive() or time.monotonic() > deadline):
+                        g.parts.remove(part)
+                        if not g.parts:
+                            _groups.pop(key, None)
+                        break
+                    _groups_cond.wait(0.5)
+                if g.done:
+                    if g.error is not None:
+                        raise FailedPrecondition(f"set {b.set_id}: the group's commit failed: {g.error}")
+                    return
+                parts = []
+        if not parts:  # gave up: nothing of the group may stay
+            for volume in received:
+                sink.drop(volume)
+            log.warning(
+                "node %s: set %s: the other streams of group %s did not reach their commit; dropped %s",
+                self.agent.node,
+                b.set_id,
+                self.group,
+                ", ".join(received) or "nothing",
+            )
+            raise Unavailable(
+                f"set {b.set_id}: the other streams of the transfer did not reach their commit; nothing is kept"
+            )
+        try:
+            self._insert(pool, [r for p in parts for r in p[0]], [(p[1], p[2]) for p in parts])
+        except BaseException as exc:
+            with _groups_cond:
+                g.error, g.done = exc, True
+                _groups_cond.notify_all()
+            raise
+        with _groups_cond:
+            g.done = True
+            _groups_cond.notify_all()
 
     def _row(self, src: SnapshotInfo, pool: Pool) -> SnapshotInfo:
         b = self._began()

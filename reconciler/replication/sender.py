@@ -3,9 +3,10 @@
 One Receive stream per source pool (a set's members on one node may live in several pools), each
 committed on its own: that is the unit that becomes visible on the target at once. With
 `streams` > 1 the pools travel at the same time, up to `streams` of them, each stream on a
-connection of its own (so a high-latency link carries several TCP windows); the volumes of one pool
-travel one after another in their pool's stream. The daemon runs the source nodes of a set in
-parallel the same way (replication/manager.py). For each volume the newest set both sides hold is
+connection of its own (so a high-latency link carries several TCP windows); streams beyond the
+number of pools split a pool's volumes over a group of streams, which the target commits together
+(plan_parts, receiver.py). The daemon runs the source nodes of a set in parallel the same way
+(replication/manager.py). For each volume the newest set both sides hold is
 the parent: btrfs sends incrementally against it,
 the chunkstore uses it for its manifest dictionary and block deltas (chunks the target already
 holds never travel, parent or not).
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -169,6 +171,44 @@ def dialer_from_tls(tls: TLSFiles | None) -> Dialer:
 _END = object()
 
 
+@dataclass(frozen=True, slots=True)
+class Part:
+    """What one Receive stream carries: members of one pool; `group` joins the streams that
+    split one pool's members (they commit together on the target)."""
+
+    pool: str
+    members: list[SnapshotInfo]
+    group: str = ""
+    group_size: int = 1
+
+
+def plan_parts(groups: Mapping[str, list[SnapshotInfo]], streams: int) -> list[Part]:
+    """One part per pool; streams beyond the number of pools split the pools with the most
+    volumes per stream, each split balanced by size (largest first into the lightest part)."""
+    order = sorted(groups)
+    k = dict.fromkeys(order, 1)
+    for _ in range(max(0, streams - len(order))):
+        can = [p for p in order if k[p] < len(groups[p])]
+        if not can:
+            break
+        k[max(can, key=lambda p: (len(groups[p]) / k[p], p))] += 1
+    parts: list[Part] = []
+    for p in order:
+        members, n = groups[p], k[p]
+        if n == 1:
+            parts.append(Part(p, list(members)))
+            continue
+        bins: list[list[int]] = [[] for _ in range(n)]
+        sizes = [0] * n
+        for i in sorted(range(len(members)), key=lambda i: members[i].logical_bytes, reverse=True):
+            b = min(range(n), key=lambda b: (sizes[b], len(bins[b])))
+            bins[b].append(i)
+            sizes[b] += members[i].logical_bytes
+        token = secrets.token_hex(8)
+        parts.extend(Part(p, [members[i] for i in sorted(b)], token, n) for b in bins)
+    return parts
+
+
 class TransferCancelled(Unavailable):
     """The transfer was cancelled (by the daemon, or by a failure in another of its streams)."""
 
@@ -275,16 +315,14 @@ class Sender:
         reports: list[VolumeReport] = []
         target_node = ""
         pools: list[str] = []
-        order = sorted(groups)
-        workers = max(1, min(spec.streams, len(order)))
+        parts = plan_parts(groups, spec.streams)
+        # (grouped parts are only planned when every part fits in `streams`: they all run at once)
+        workers = max(1, min(spec.streams, len(parts)))
         with self.dialer.lease(spec.target) as kept:
             if workers == 1:
-                results = [
-                    self._send_pool(kept, self.agent.pool(name), groups[name], meter, throttle)
-                    for name in order
-                ]
+                results = [self._send_part(kept, part, meter, throttle) for part in parts]
             else:
-                results = self._send_parallel(kept, workers, order, groups, meter, throttle)
+                results = self._send_parallel(kept, workers, parts, meter, throttle)
         for node, tpool, snaps, reps in results:
             target_node = node
             pools.append(tpool)
@@ -309,28 +347,34 @@ class Sender:
             streams=self._peak,
         )
 
+    def _send_part(
+        self, channel: grpc.Channel, part: Part, meter: Meter, throttle: Throttle
+    ) -> tuple[str, str, list[SnapshotInfo], list[VolumeReport]]:
+        return self._send_pool(
+            channel, self.agent.pool(part.pool), part.members, meter, throttle, part.group, part.group_size
+        )
+
     def _send_parallel(
         self,
         kept: grpc.Channel,
         workers: int,
-        order: list[str],
-        groups: dict[str, list[SnapshotInfo]],
+        parts: list[Part],
         meter: Meter,
         throttle: Throttle,
     ) -> list[tuple[str, str, list[SnapshotInfo], list[VolumeReport]]]:
-        """The pools' streams, up to `workers` at a time: the kept connection and workers - 1 of
-        their own. The first failure cancels the others (what they committed stays: each pool's
-        commit is its own, as when they run one after another)."""
+        """The parts' streams, up to `workers` at a time: the kept connection and workers - 1 of
+        their own. The first failure cancels the others (what other pools committed stays: each
+        pool's commit is its own; the streams of one pool's group commit together or not at all)."""
         channels: queue.Queue[grpc.Channel] = queue.Queue()
         channels.put(kept)
         extra = [self.dialer.channel(self.spec.target) for _ in range(workers - 1)]
         for ch in extra:
             channels.put(ch)
 
-        def one(name: str) -> tuple[str, str, list[SnapshotInfo], list[VolumeReport]]:
+        def one(part: Part) -> tuple[str, str, list[SnapshotInfo], list[VolumeReport]]:
             channel = channels.get()
             try:
-                return self._send_pool(channel, self.agent.pool(name), groups[name], meter, throttle)
+                return self._send_part(channel, part, meter, throttle)
             except BaseException:
                 self.cancel()
                 raise
@@ -339,7 +383,7 @@ class Sender:
 
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="repl-stream") as ex:
-                futures = [ex.submit(one, name) for name in order]
+                futures = [ex.submit(one, part) for part in parts]
                 errors = [f.exception() for f in futures]
         finally:
             for ch in extra:
@@ -375,6 +419,8 @@ class Sender:
         members: list[SnapshotInfo],
         meter: Meter,
         throttle: Throttle,
+        group: str = "",
+        group_size: int = 1,
     ) -> tuple[str, str, list[SnapshotInfo], list[VolumeReport]]:
         spec = self.spec
         stream = _Stream(
@@ -401,6 +447,8 @@ class Sender:
                 labels=dict(spec.labels),
                 pool=spec.target.pool,
                 expect_node=spec.target.node,
+                group=group,
+                group_size=group_size if group else 0,
             )
             serde.set_ts(begin, "expires", spec.expires)
             stream.send(rpb.ReceiveRequest(begin=begin))

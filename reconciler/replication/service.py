@@ -18,7 +18,7 @@ from ..v1 import replication_pb2 as rpb
 from ..v1 import replication_pb2_grpc as rpb_grpc
 from .api import outcome_to_pb, spec_from_pb, stats_to_pb
 from .progress import TransferStats
-from .receiver import ReceiveSession
+from .receiver import ReceiveSession, wake_groups
 from .sender import Dialer, Sender
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ class ReplicationService(rpb_grpc.ReplicationServicer):  # type: ignore[misc]
     def Receive(
         self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
     ) -> Iterator[rpb.ReceiveResponse]:
-        session = ReceiveSession(self.agent, peer=context.peer())
+        session = ReceiveSession(self.agent, peer=context.peer(), alive=context.is_active)
+        context.add_callback(wake_groups)  # a cancelled stream stops waiting for its group at once
         try:
             yield from session.run(request_iterator)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status

@@ -128,7 +128,7 @@ class ReplicateEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[TransferProgress, _Mapping]] = ..., result: _Optional[_Union[ReplicateResult, _Mapping]] = ...) -> None: ...
 
 class ReceiveBegin(_message.Message):
-    __slots__ = ("protocol", "set_id", "source_node", "source_pool", "backend", "members", "expires", "never_expire", "name_prefix", "holds", "labels", "pool", "expect_node")
+    __slots__ = ("protocol", "set_id", "source_node", "source_pool", "backend", "members", "expires", "never_expire", "name_prefix", "holds", "labels", "pool", "expect_node", "group", "group_size")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +149,8 @@ class ReceiveBegin(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     EXPECT_NODE_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     protocol: int
     set_id: str
     source_node: str
@@ -162,7 +164,9 @@ class ReceiveBegin(_message.Message):
     labels: _containers.ScalarMap[str, str]
     pool: str
     expect_node: str
-    def __init__(self, protocol: _Optional[int] = ..., set_id: _Optional[str] = ..., source_node: _Optional[str] = ..., source_pool: _Optional[str] = ..., backend: _Optional[str] = ..., members: _Optional[_Iterable[_Union[_agent_pb2.Snapshot, _Mapping]]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., never_expire: _Optional[bool] = ..., name_prefix: _Optional[str] = ..., holds: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., pool: _Optional[str] = ..., expect_node: _Optional[str] = ...) -> None: ...
+    group: str
+    group_size: int
+    def __init__(self, protocol: _Optional[int] = ..., set_id: _Optional[str] = ..., source_node: _Optional[str] = ..., source_pool: _Optional[str] = ..., backend: _Optional[str] = ..., members: _Optional[_Iterable[_Union[_agent_pb2.Snapshot, _Mapping]]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., never_expire: _Optional[bool] = ..., name_prefix: _Optional[str] = ..., holds: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., pool: _Optional[str] = ..., expect_node: _Optional[str] = ..., group: _Optional[str] = ..., group_size: _Optional[int] = ...) -> None: ...
 
 class VolumeBegin(_message.Message):
     __slots__ = ("volume", "parent_set_id", "manifest_size", "manifest_dict", "source_uuid", "compressed", "logical_bytes")
