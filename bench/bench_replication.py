@@ -142,7 +142,7 @@ def bench_chunkstore(work: Path, args: argparse.Namespace, pki_dir: Path, report
                     rsync_dst.mkdir()
                     el, _ = timed(lambda: rsync(rsync_dst))
                     rsync_t.append(el)
-                print(f"  full {side}: {el:.2f}s ({load()})")
+                print(f"  full {side}: {el:.3f}s ({load()})")
         assert full is not None
         size = ds.total_bytes
         o, r = best(ours_t), best(rsync_t)
@@ -275,11 +275,11 @@ def bench_btrfs(work: Path, args: argparse.Namespace, pki_dir: Path, report: Rep
                         reset_pipe()
                         el, _ = timed(base)
                         pipe_t.append(el)
-                    print(f"  {label} {side}: {el:.2f}s ({load()})")
+                    print(f"  {label} {side}: {el:.3f}s ({load()})")
             assert last is not None
             o, p = best(ours_t), best(pipe_t)
             print(
-                f"{label}: ours {o:.2f}s, pipe {p:.2f}s; {last.totals.wire_bytes / MB:.1f} MB on the wire "
+                f"{label}: ours {o:.3f}s, pipe {p:.3f}s; {last.totals.wire_bytes / MB:.1f} MB on the wire "
                 f"(parent {last.volumes[0].parent_set_id or '-'})"
             )
             report.check(

@@ -191,9 +191,12 @@ def send_volume(
     compression: bool,
     logical_bytes: int,
     started: SendProcess | None = None,
+    await_done: bool = True,
 ) -> tuple[int, int]:
     """Stream `btrfs send` of one snapshot; returns (wire bytes, stream bytes). `started`: a send
-    begun ahead (start_send), used if it is of this volume against this parent, else stopped."""
+    begun ahead (start_send), used if it is of this volume against this parent, else stopped.
+    `await_done=False`: return after volume_end without waiting for the target's volume_done
+    (the caller reads it later, before the commit's answer: one round trip less per volume)."""
     if started is not None and (started.set_id, started.volume, started.parent_set_id) != (
         set_id,
         volume,
@@ -231,14 +234,16 @@ def send_volume(
             parts: list[bytes] = []
             pending = 0
             oldest = 0.0  # when the first byte of `parts` was read
+            wait_for_more = 0.0  # the first message leaves at once: the target starts receiving
             poller = select.poll()
             poller.register(fd, select.POLLIN | select.POLLHUP)
             while True:
                 if parts:
-                    wait = oldest + FLUSH_AFTER - time.monotonic()
+                    wait = oldest + wait_for_more - time.monotonic()
                     if wait <= 0 or not poller.poll(wait * 1000):
                         link.send_raw(encode_data_parts(parts, pending))
                         parts, pending = [], 0
+                        wait_for_more = FLUSH_AFTER
                         continue
                 chunk = os.read(fd, MESSAGE_SIZE - pending)
                 eof = not chunk
@@ -258,6 +263,7 @@ def send_volume(
                 if parts and (pending >= MESSAGE_SIZE or eof):
                     link.send_raw(encode_data_parts(parts, pending))
                     parts, pending = [], 0
+                    wait_for_more = FLUSH_AFTER
                 if eof:
                     break
             if cctx is not None:
@@ -275,12 +281,11 @@ def send_volume(
             raise _error(backend.pool, f"btrfs send of {set_id}/{volume}", _stderr_text(err))
     link.send(rpb.ReceiveRequest(volume_end=rpb.VolumeEnd()))
     meter.update(phase="commit")
-    while True:
+    if await_done:
         resp = link.recv()
         kind = resp.WhichOneof("msg")
-        if kind == "volume_done":
-            break
-        raise CorruptData(f"unexpected answer {kind!r} from the target while sending {volume!r}")
+        if kind != "volume_done":
+            raise CorruptData(f"unexpected answer {kind!r} from the target while sending {volume!r}")
     return meter.stats.wire_bytes - wire0, stream_bytes
 
 

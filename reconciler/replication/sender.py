@@ -472,17 +472,26 @@ class Sender:
             todo = [s for s in members if s.volume not in present]
             done = len(present)
             meter.update(volumes_done=done)
+            acks = 0  # btrfs volume_done answers still to read (see btrfs_repl.send_volume)
             for snap in todo:
                 parent = self._parent(pool, snap, holdings.get(snap.volume, []))
                 started, early = early, None  # send_volume uses it or stops it
                 reports.append(self._send_volume(stream, pool, snap, parent, meter, started))
+                if isinstance(pool.backend, BtrfsBackend):
+                    acks += 1
                 done += 1
                 meter.update(volumes_done=done, force=True)
             meter.update(phase="commit", force=True)
             stream.send(rpb.ReceiveRequest(commit=rpb.ReceiveCommit()))
-            resp = stream.recv()
-            if resp.WhichOneof("msg") != "committed":
-                raise ProtocolMismatch(f"target {spec.target.label} did not confirm the commit")
+            while True:
+                resp = stream.recv()
+                kind = resp.WhichOneof("msg")
+                if kind == "volume_done" and acks:
+                    acks -= 1
+                    continue
+                if kind != "committed" or acks:
+                    raise ProtocolMismatch(f"target {spec.target.label} did not confirm the commit ({kind})")
+                break
             snaps = [serde.snapshot_from_pb(s) for s in resp.committed.snapshots]
             stream.finish()
             return ready.node, ready.pool, snaps, reports
@@ -569,6 +578,7 @@ class Sender:
                 compression=self.spec.compression,
                 logical_bytes=snap.logical_bytes,
                 started=started,
+                await_done=False,
             )
             return VolumeReport(snap.volume, parent, wire, sent)
         raise FailedPrecondition(f"pool {pool.name}: {backend.kind} pools cannot send sets")
