@@ -85,8 +85,9 @@ def _control(ns: argparse.Namespace) -> Any:
     import os
 
     from .control.client import ControlClient
+    from .socketpath import control_socket_path
 
-    path = _settings(ns).control_socket_path
+    path = control_socket_path(state_dir=getattr(ns, "state_dir", None), control_socket=getattr(ns, "socket", None))
     if not path.exists() and SYSTEM_SOCKET.exists() and not (getattr(ns, "socket", None) or getattr(ns, "state_dir", None)):
         path = SYSTEM_SOCKET  # an operator's shell talking to the daemon run by systemd
     token = getattr(ns, "token", None) or os.environ.get("RECONCILER_TOKEN") or None
@@ -715,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     t2.add_argument("--json", action="store_true")
     t2.set_defaults(func=cmd_tls_init)
 
-    from .replication.cli import add_parser as add_sync_parser
+    from .replication.cli_args import add_parser as add_sync_parser
 
     add_sync_parser(sub, control_opts)
 

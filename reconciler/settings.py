@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .socketpath import CONTROL_SOCKET_NAME, DEFAULT_STATE_DIR
+
 _ADDRESS_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(\d{1,5})$")
 
 
@@ -20,7 +22,7 @@ class DaemonSettings(BaseSettings):
     # extra="forbid": a misspelt override from the CLI is a bug to surface, not to ignore
     model_config = SettingsConfigDict(env_prefix="RECONCILER_", extra="forbid")
 
-    state_dir: Path = Path("./var/state")
+    state_dir: Path = DEFAULT_STATE_DIR
     control_socket: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
@@ -50,7 +52,7 @@ class DaemonSettings(BaseSettings):
 
     @property
     def control_socket_path(self) -> Path:
-        return self.control_socket if self.control_socket is not None else self.state_dir / "control.sock"
+        return self.control_socket if self.control_socket is not None else self.state_dir / CONTROL_SOCKET_NAME
 
 
 def load_settings(**overrides: Any) -> DaemonSettings:

@@ -71,3 +71,28 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECONCILER_LOG_FORMAT", "xml")
     with pytest.raises(ValidationError):
         DaemonSettings()
+
+
+@pytest.mark.parametrize(
+    ("env", "flags"),
+    [
+        ({}, {}),
+        ({"RECONCILER_STATE_DIR": "/srv/state"}, {}),
+        ({"reconciler_state_dir": "/srv/lower"}, {}),
+        ({"RECONCILER_CONTROL_SOCKET": "/run/r.sock", "RECONCILER_STATE_DIR": "/srv/state"}, {}),
+        ({"RECONCILER_STATE_DIR": "/srv/state"}, {"state_dir": "/flag/state"}),
+        ({"RECONCILER_CONTROL_SOCKET": "/run/r.sock"}, {"state_dir": "/flag/state"}),
+        ({"RECONCILER_CONTROL_SOCKET": "/run/r.sock"}, {"control_socket": "/flag/c.sock"}),
+    ],
+)
+def test_the_cli_finds_the_control_socket_where_the_daemon_puts_it(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], flags: dict[str, str]
+) -> None:
+    """The CLI resolves the socket without pydantic (start-up time); the daemon with
+    DaemonSettings: the same answer for every mix of flags and environment."""
+    from reconciler.socketpath import control_socket_path
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    daemon = load_settings(**flags).control_socket_path
+    assert control_socket_path(**flags) == daemon

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -17,30 +17,6 @@ from ..transport.status import from_rpc_error
 from ..v1 import sync_pb2 as spb
 from ..v1 import sync_pb2_grpc as spb_grpc
 from .progress import human_rate
-
-ControlOpts = Callable[[argparse.ArgumentParser], None]
-
-
-def add_parser(sub: Any, control_opts: ControlOpts) -> None:
-    sp = sub.add_parser(
-        "sync",
-        help="send a snapshot set to an offsite target now, or bring one back (--back)",
-        description=(
-            "reconciler sync SET_ID --target T [--wait] [--now]: queue a set for a target by hand.\n"
-            "reconciler sync --back SET_ID --target T [--to NODE]: copy a set the target holds back to its "
-            "origin node (or NODE), held there (--keep, default 7d) so it can be restored."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    control_opts(sp)
-    sp.add_argument("set_id", help="the snapshot set")
-    sp.add_argument("--target", required=True, help="offsite target name (offsite.targets in the config)")
-    sp.add_argument("--wait", action="store_true", help="wait until it is there, with a progress bar")
-    sp.add_argument("--now", action="store_true", help="send even outside the target's sync windows")
-    sp.add_argument("--back", action="store_true", help="copy the set from the target back to a node")
-    sp.add_argument("--to", help="with --back: the node to copy it to (default: where it came from)")
-    sp.add_argument("--keep", default="7d", help="with --back: hold it there this long (default 7d)")
-    sp.set_defaults(func=cmd_sync)
 
 
 def _stub(ns: argparse.Namespace) -> tuple[spb_grpc.SyncStub, Any]:
@@ -301,7 +277,7 @@ def print_sync_status(st: dict[str, Any]) -> None:
         )
 
 
-__all__ = ["add_parser", "cmd_sync", "format_duration", "print_sync_status", "sync_status"]
+__all__ = ["cmd_sync", "format_duration", "print_sync_status", "sync_status"]
 
 
 def fetch_back(ns: argparse.Namespace, set_id: str, target: str, *, keep: str = "7d") -> None:
