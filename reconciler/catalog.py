@@ -160,11 +160,12 @@ class Catalog:
             ).fetchall()
         return [self._snap(r) for r in rows]
 
-    def for_volume(self, volume: str) -> list[SnapshotInfo]:
-        """The snapshots of one volume, newest first."""
+    def for_volume(self, volume: str, *, limit: int = -1) -> list[SnapshotInfo]:
+        """The snapshots of one volume, newest first (the `limit` newest; -1: all)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM snapshots WHERE volume=? ORDER BY created DESC, set_id DESC", (volume,)
+                "SELECT * FROM snapshots WHERE volume=? ORDER BY created DESC, set_id DESC LIMIT ?",
+                (volume, limit),
             ).fetchall()
         return [self._snap(r) for r in rows]
 

@@ -9,7 +9,7 @@ Parallel streams (the target's `streams`): the sender may split one pool's membe
 streams of a group (`group`, `group_size` in begin). Each stream commits its volumes' data as above,
 then waits; the last one of the group to arrive inserts every stream's rows in one transaction, so
 the members still become visible together. A stream whose siblings do not all arrive (cancelled,
-cut, or GROUP_WAIT passed) takes its data back out and fails: nothing of the group is visible.
+cut, or after GROUP_WAIT) takes its data back out and fails: nothing of the group is visible.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ MAX_HOLDINGS = 32  # per volume: the newest sets are the only useful parents
 MAX_HOLDS = 16
 PREFETCH = 16  # messages (1-4 MiB each) read ahead of the writer
 MAX_GROUP = 16  # streams in one group (the config allows 16 streams)
-GROUP_WAIT = 3600.0  # seconds a committed stream waits for the rest of its group
+# seconds a committed stream waits for the rest of its group at most: long enough for the largest
+# sibling volume to travel (a sibling that fails or vanishes ends its RPC, noticed at once)
+GROUP_WAIT = 24 * 3600.0
 _GROUP_RE = re.compile(r"^[0-9a-f]{8,64}$")
 _T = TypeVar("_T")
 
@@ -301,7 +303,7 @@ class ReceiveSession:
             return []
         out = []
         for volume in sorted(volumes):
-            for s in pool.catalog.for_volume(volume)[:MAX_HOLDINGS]:
+            for s in pool.catalog.for_volume(volume, limit=MAX_HOLDINGS):
                 h = rpb.Holding(set_id=s.set_id, volume=volume)
                 serde.set_ts(h, "created", s.created)
                 if isinstance(pool.backend, BtrfsBackend):
