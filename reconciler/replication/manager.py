@@ -517,7 +517,7 @@ class SyncManager:
                 expires=t.expires,
                 never_expire=t.never_expire,
                 name_prefix=t.name_prefix,
-                throttle_bps=t.throttle_bps // workers if t.throttle_bps else 0,
+                throttle_bps=max(1, t.throttle_bps // workers) if t.throttle_bps else 0,
                 compression=t.compression,
                 streams=per_node,
             )
