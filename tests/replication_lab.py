@@ -132,11 +132,13 @@ class Site:
         labels: Mapping[str, str] | None = None,
         expires: datetime | None = None,
     ) -> list[SnapshotInfo]:
+        """`volumes`: names in pool main, or POOL:VOLUME."""
+        pools_volumes = [v.split(":", 1) if ":" in v else ["main", v] for v in volumes]
         res = self.client.create_set(
             CreateSetRequest(
                 set_id=set_id,
                 name=f"name of {set_id}",
-                targets=tuple(Target("main", v, v.split("/")[-1]) for v in volumes),
+                targets=tuple(Target(p, v, v.split("/")[-1]) for p, v in pools_volumes),
                 created=datetime.now(UTC),
                 labels=dict(
                     labels

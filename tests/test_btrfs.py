@@ -62,6 +62,21 @@ def used_bytes(path: Path) -> int:
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
+def received_copy(backend: BtrfsBackend, source: Path, name: str) -> Path:
+    """What `btrfs receive` leaves in the pool's receive directory: a holder directory with the
+    read-only subvolume `@` (here a read-only snapshot of `source`). Returns the holder."""
+    holder = backend.receive_dir / name
+    holder.mkdir(parents=True)
+    src = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+    dest = os.open(holder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        ioc.snapshot(src, dest, "@", readonly=True)
+    finally:
+        os.close(src)
+        os.close(dest)
+    return holder
+
+
 @pytest.fixture
 def root(btrfs_dir: Path) -> Path:
     return btrfs_dir / "pool"
@@ -211,16 +226,8 @@ def test_open_removes_orphans_and_staging_leftovers(
     (backend.snapshots_dir / "s2" / "junk").write_text("x")
     (backend.snapshots_dir / ".hidden").mkdir()
     # a receive from another site cut short, and one committed by rename but not in the catalog
-    for name in ("recv-cut", "recv-done"):
-        (backend.receive_dir / name).mkdir(parents=True)
-        src = os.open(root / "a", os.O_RDONLY | os.O_DIRECTORY)
-        dest = os.open(backend.receive_dir / name, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            ioc.snapshot(src, dest, "@", readonly=True)
-        finally:
-            os.close(src)
-            os.close(dest)
-    backend.adopt_received(backend.receive_dir / "recv-done", set_id="s4", volume="vms/a")
+    received_copy(backend, root / "a", "recv-cut")
+    backend.adopt_received(received_copy(backend, root / "a", "recv-done"), set_id="s4", volume="vms/a")
     assert backend.stored_keys() == {("s1", "a"), ("s1", "b"), ("s2", "a"), ("s4", "vms/a")}
 
     again = BtrfsBackend(pool="fast", root=root, options={})
@@ -245,20 +252,9 @@ def test_adopt_received_moves_the_holder_into_the_layout(root: Path, backend: Bt
     subvol(root / "a")
     (root / "a" / "f").write_text("data")
     backend.snapshot(set_id="s1", volume="a")
+    snap = backend.snapshot_path("s1", "a")
 
-    def received(name: str) -> Path:
-        holder = backend.receive_dir / name
-        holder.mkdir(parents=True)
-        src = os.open(backend.snapshot_path("s1", "a"), os.O_RDONLY | os.O_DIRECTORY)
-        dest = os.open(holder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            ioc.snapshot(src, dest, "@", readonly=True)
-        finally:
-            os.close(src)
-            os.close(dest)
-        return holder
-
-    holder = received("recv-1")
+    holder = received_copy(backend, snap, "recv-1")
     backend.adopt_received(holder, set_id="s2", volume="vms/a")
     backend.sync()
     assert not holder.exists()
@@ -266,7 +262,7 @@ def test_adopt_received_moves_the_holder_into_the_layout(root: Path, backend: Bt
     assert (backend.snapshot_path("s2", "vms/a") / "f").read_text() == "data"
     assert ("s2", "vms/a") in backend.stored_keys()
     # the place is taken: refused, the received copy stays where it was
-    again = received("recv-2")
+    again = received_copy(backend, snap, "recv-2")
     with pytest.raises(AlreadyExists):
         backend.adopt_received(again, set_id="s2", volume="vms/a")
     assert (again / "@").exists()

@@ -173,16 +173,7 @@ def test_streams_send_the_pools_of_a_set_side_by_side(pki: LabPKI, tmp_path: Pat
     source.start()
     target.start()
     try:
-        source.client.create_set(
-            CreateSetRequest(
-                set_id="two-pools",
-                name="two pools",
-                targets=(Target("main", "vms/a", "a"), Target("fast", "vms/b", "b")),
-                created=datetime.now(UTC),
-                labels={"scope": "system:all", "kind": "manual", "expected_members": "2"},
-                expires=datetime.now(UTC) + timedelta(days=1),
-            )
-        )
+        source.snapshot("two-pools", ["vms/a", "fast:vms/b"])
         # throttled so that each pool's stream lasts a good while: side by side, they overlap
         out = source.replicate("two-pools", target, streams=streams, throttle_bps=8 << 20)
         assert out.streams == streams
@@ -313,18 +304,8 @@ def test_a_stream_that_fails_fails_the_transfer_with_its_own_error(pki: LabPKI, 
     source.start()
     target.start()
     try:
-        targets = (Target("main", "vms/a", "a"), Target("side", "vms/b", "b"))
-        for site, members in ((source, targets), (target, (Target("main", "vms/b", "b"),))):
-            site.client.create_set(
-                CreateSetRequest(
-                    set_id="clash",
-                    name="clash",
-                    targets=members,
-                    created=datetime.now(UTC),
-                    labels={"scope": "system:all", "kind": "manual", "expected_members": "2"},
-                    expires=datetime.now(UTC) + timedelta(days=1),
-                )
-            )
+        source.snapshot("clash", ["vms/a", "side:vms/b"])
+        target.snapshot("clash", ["vms/b"])
         with pytest.raises(AlreadyExists, match="vms/b"):
             source.replicate("clash", target, streams=2, throttle_bps=8 << 20)
         assert sorted(s.volume for s in target.sets()["clash"]) == ["vms/b"]  # its own, untouched

@@ -317,27 +317,33 @@ class BtrfsBackend(Backend):
         _check_key(set_id, volume)
         parent = self.snapshots_dir / set_id / volume
         src = self._open_volume(volume)
+
+        def create() -> None:
+            with _dirfd(parent) as dest:
+                ioc.snapshot(src, dest, SNAPSHOT_LEAF, readonly=True)
+
         try:
-            self._snapshot_into(src, parent, f"snapshot of volume {volume!r} in set {set_id}")
+            self._into_layout(parent, create, f"snapshot of volume {volume!r} in set {set_id}", parent)
         finally:
             os.close(src)
         progress(ProgressEvent("snapshot", 1, 1, unit="snapshots", message=volume))
         return StoredSnapshot(_volume_size(parent / SNAPSHOT_LEAF) if self._walk_sizes else 0)
 
-    def _snapshot_into(self, src: int, parent: Path, what: str) -> None:
+    def _into_layout(self, directory: Path, place: Callable[[], None], what: str, at: Path) -> None:
+        """Create the layout `directory`, then `place` the snapshot at `at` in it. A concurrent
+        drop may prune the fresh directories in between: then they are created again (three
+        tries). `place` raising EEXIST means the snapshot is there already: AlreadyExists."""
         for attempt in range(3):
             try:
-                os.makedirs(parent, exist_ok=True)
-                with _dirfd(parent) as dest:
-                    ioc.snapshot(src, dest, SNAPSHOT_LEAF, readonly=True)
+                os.makedirs(directory, exist_ok=True)
+                place()
                 return
             except FileNotFoundError as exc:
-                # a concurrent drop pruned the fresh parent directories: create them again
                 if attempt == 2:
                     self._raise(exc, what)
             except OSError as exc:
                 if exc.errno == errno.EEXIST:
-                    raise AlreadyExists(f"pool {self.pool}: {what} already exists at {parent}") from None
+                    raise AlreadyExists(f"pool {self.pool}: {what} already exists at {at}") from None
                 self._raise(exc, what)
 
     def adopt_received(self, holder: Path, *, set_id: str, volume: str) -> None:
@@ -351,22 +357,14 @@ class BtrfsBackend(Backend):
         if holder.parent != self.receive_dir:
             raise InvalidArgument(f"pool {self.pool}: {holder} is not a receive of this pool")
         final = self.snapshots_dir / set_id / volume
-        what = f"received {set_id}/{volume}"
-        for attempt in range(3):
+
+        def move() -> None:
             try:
-                os.makedirs(final.parent, exist_ok=True)
                 rename_noreplace(holder, final, fsync=False)  # sync() follows
-                return
-            except FailedPrecondition:
-                raise AlreadyExists(f"pool {self.pool}: {what} already exists at {final}") from None
-            except FileNotFoundError as exc:
-                # a concurrent drop pruned the fresh parent directories: create them again
-                if attempt == 2 or not holder.exists():
-                    self._raise(exc, what)
-            except OSError as exc:
-                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise AlreadyExists(f"pool {self.pool}: {what} already exists at {final}") from None
-                self._raise(exc, what)
+            except FailedPrecondition:  # what rename_noreplace makes of EEXIST
+                raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
+
+        self._into_layout(final.parent, move, f"received {set_id}/{volume}", final)
 
     def sync(self) -> None:
         """Write out everything the pool's filesystem holds dirty and commit its transaction."""
