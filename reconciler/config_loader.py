@@ -216,11 +216,12 @@ def _yaml_error(text: str, e: Exception) -> tuple[Pos, str]:
 
 
 class _Frame:
-    __slots__ = ("is_map", "path", "keys", "want_key", "key", "index")
+    __slots__ = ("is_map", "path", "in_key", "keys", "want_key", "key", "index")
 
-    def __init__(self, is_map: bool, path: Loc) -> None:
+    def __init__(self, is_map: bool, path: Loc, in_key: bool) -> None:
         self.is_map = is_map
         self.path = path
+        self.in_key = in_key  # this container is (inside) a mapping key: `? {a: b}`
         self.keys: dict[str, int] = {}  # key -> 0-based line where it first appeared
         self.want_key = True
         self.key: str = "?"
@@ -285,7 +286,11 @@ class _EventGuard:
         if isinstance(event, (MappingStartEvent, SequenceStartEvent)):
             if len(stack) >= MAX_DEPTH:
                 raise _Fatal(pos, path[:8], f"nested deeper than {MAX_DEPTH} levels")  # path shortened
-            stack.append(_Frame(isinstance(event, MappingStartEvent), path))
+            in_key = parent is not None and (parent.in_key or (parent.is_map and parent.want_key))
+            if in_key and parent is not None and parent.in_key:
+                # a container inside a complex key: ruamel cannot even build it (unhashable)
+                raise _Fatal(pos, path, "mapping keys must be strings, got a key with a nested mapping or list")
+            stack.append(_Frame(isinstance(event, MappingStartEvent), path, in_key))
         elif parent is not None:
             parent.advance()
 
