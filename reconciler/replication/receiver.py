@@ -401,6 +401,14 @@ class ReceiveSession:
                 del _groups[key]
                 parts = list(g.parts)
             else:
+                log.info(
+                    "node %s: set %s: stream %d of %d of group %s is at its commit; waiting for the others",
+                    self.agent.node,
+                    b.set_id,
+                    len(g.parts),
+                    g.size,
+                    self.group,
+                )
                 while not g.done:
                     if not g.sealed and (not self.alive() or time.monotonic() > deadline):
                         g.parts.remove(part)
