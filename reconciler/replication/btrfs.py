@@ -23,7 +23,6 @@ import os
 import secrets
 import select
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ log = logging.getLogger(__name__)
 READ_SIZE = 1 << 20
 PIPE_SIZE = 8 << 20
 MESSAGE_SIZE = 4 << 20
+STDERR_MAX = 64 << 10  # what an error message quotes of a btrfs process's stderr, at most
 FLUSH_AFTER = 0.01  # seconds the first byte of a message waits for more, at most
 F_SETPIPE_SZ = 1031
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -123,9 +123,15 @@ def _bigger_pipe(fd: int) -> None:
             continue
 
 
+def _stderr_file() -> IO[bytes]:
+    """Where a btrfs process writes its errors: an anonymous memory file, not one on /tmp (whose
+    directory lookup costs a disk read when cold, on the way to starting the process)."""
+    return os.fdopen(os.memfd_create("btrfs-stderr", os.MFD_CLOEXEC), "w+b")
+
+
 def _stderr_text(fh: IO[bytes]) -> str:
     fh.seek(0)
-    return fh.read().decode(errors="replace").strip()
+    return fh.read(STDERR_MAX).decode(errors="replace").strip()
 
 
 def _error(pool: str, what: str, stderr: str) -> ReconcilerError:
@@ -148,6 +154,7 @@ class SendProcess:
     parent_set_id: str
     proc: subprocess.Popen[bytes]
     err: IO[bytes]
+    parent_identity: bytes = b""  # looked up while the send starts: the parent check needs it
 
     def stop(self) -> None:
         """Kill it (if still running) and release what it holds."""
@@ -168,7 +175,7 @@ def start_send(backend: BtrfsBackend, *, set_id: str, volume: str, parent_set_id
     if parent_set_id:
         cmd += ["-p", str(backend.snapshot_path(parent_set_id, volume))]
     cmd.append(str(backend.snapshot_path(set_id, volume)))
-    err = tempfile.TemporaryFile()
+    err = _stderr_file()
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
     except BaseException:
@@ -177,7 +184,10 @@ def start_send(backend: BtrfsBackend, *, set_id: str, volume: str, parent_set_id
     _boost(proc.pid)
     assert proc.stdout is not None
     _bigger_pipe(proc.stdout.fileno())
-    return SendProcess(set_id, volume, parent_set_id, proc, err)
+    sending = SendProcess(set_id, volume, parent_set_id, proc, err)
+    if parent_set_id:
+        sending.parent_identity = identity_of(backend, parent_set_id, volume)
+    return sending
 
 
 def send_volume(
@@ -319,7 +329,7 @@ class BtrfsSink:
         self.backend.receive_dir.mkdir(exist_ok=True)
         staging = self.backend.receive_dir / f"recv-{secrets.token_hex(8)}"
         staging.mkdir(mode=0o700)
-        err = tempfile.TemporaryFile()
+        err = _stderr_file()
         try:
             # --chroot: a hostile stream cannot write outside the staging directory
             proc = subprocess.Popen(

@@ -18,7 +18,7 @@ import logging
 import queue
 import secrets
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -182,6 +182,38 @@ class Part:
     group_size: int = 1
 
 
+class _Ahead:
+    """A `btrfs send` being started on a thread (see Sender._send_ahead); `take()` waits for it
+    (None if there is none or it could not start: the volume's send starts again, and reports why,
+    when it is its turn)."""
+
+    def __init__(self, start: Callable[[], btrfs_repl.SendProcess | None] | None) -> None:
+        self._result: btrfs_repl.SendProcess | None = None
+        self._thread: threading.Thread | None = None
+        if start is not None:
+            self._thread = threading.Thread(target=self._run, args=(start,), name="send-ahead", daemon=True)
+            self._thread.start()
+
+    def _run(self, start: Callable[[], btrfs_repl.SendProcess | None]) -> None:
+        try:
+            self._result = start()
+        except Exception:  # noqa: BLE001 - the send is started again in its turn, and fails there
+            log.debug("could not start the first send ahead", exc_info=True)
+
+    def take(self) -> btrfs_repl.SendProcess | None:
+        """The started send, once: later calls return None."""
+        if self._thread is not None:
+            self._thread.join()
+        result, self._result = self._result, None
+        return result
+
+    def discard(self) -> None:
+        """Stop the send if nobody took it."""
+        sending = self.take()
+        if sending is not None:
+            sending.stop()
+
+
 def plan_parts(groups: Mapping[str, list[SnapshotInfo]], streams: int) -> list[Part]:
     """One part per pool; streams beyond the number of pools split the pools with the most
     volumes per stream, each split balanced by size (largest first into the lightest part)."""
@@ -297,6 +329,7 @@ class Sender:
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _peak: int = 0  # the most streams open at once
+    _ahead: dict[int, _Ahead] = field(default_factory=dict)  # by id(Part): sends started early
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -318,11 +351,20 @@ class Sender:
         parts = plan_parts(groups, spec.streams)
         # (grouped parts are only planned when every part fits in `streams`: they all run at once)
         workers = max(1, min(spec.streams, len(parts)))
-        with self.dialer.lease(spec.target) as kept:
-            if workers == 1:
-                results = [self._send_part(kept, part, meter, throttle) for part in parts]
-            else:
-                results = self._send_parallel(kept, workers, parts, meter, throttle)
+        # btrfs: the first volume's `btrfs send` of each part that starts at once starts now, on a
+        # thread, while this one connects and crosses begin and ready with the target
+        for part in parts[:workers]:
+            self._ahead[id(part)] = self._start_ahead(part)
+        try:
+            with self.dialer.lease(spec.target) as kept:
+                if workers == 1:
+                    results = [self._send_part(kept, part, meter, throttle) for part in parts]
+                else:
+                    results = self._send_parallel(kept, workers, parts, meter, throttle)
+        finally:
+            for ahead in self._ahead.values():
+                ahead.discard()
+            self._ahead.clear()
         for node, tpool, snaps, reps in results:
             target_node = node
             pools.append(tpool)
@@ -350,9 +392,26 @@ class Sender:
     def _send_part(
         self, channel: grpc.Channel, part: Part, meter: Meter, throttle: Throttle
     ) -> tuple[str, str, list[SnapshotInfo], list[VolumeReport]]:
-        return self._send_pool(
-            channel, self.agent.pool(part.pool), part.members, meter, throttle, part.group, part.group_size
-        )
+        ahead = self._ahead.pop(id(part), None) or self._start_ahead(part)
+        try:
+            return self._send_pool(
+                channel,
+                self.agent.pool(part.pool),
+                part.members,
+                meter,
+                throttle,
+                ahead,
+                part.group,
+                part.group_size,
+            )
+        finally:
+            ahead.discard()
+
+    def _start_ahead(self, part: Part) -> _Ahead:
+        pool = self.agent.pool(part.pool)
+        if not isinstance(pool.backend, BtrfsBackend):
+            return _Ahead(None)
+        return _Ahead(lambda: self._send_ahead(pool, part.members))
 
     def _send_parallel(
         self,
@@ -419,6 +478,7 @@ class Sender:
         members: list[SnapshotInfo],
         meter: Meter,
         throttle: Throttle,
+        ahead: _Ahead,
         group: str = "",
         group_size: int = 1,
     ) -> tuple[str, str, list[SnapshotInfo], list[VolumeReport]]:
@@ -452,8 +512,8 @@ class Sender:
             )
             serde.set_ts(begin, "expires", spec.expires)
             stream.send(rpb.ReceiveRequest(begin=begin))
-            early = self._send_ahead(pool, members)  # while the target answers
             resp = stream.recv()
+            early = ahead.take()
             if resp.WhichOneof("msg") != "ready":
                 raise ProtocolMismatch(f"target {spec.target.label} did not answer begin with ready")
             ready = resp.ready
@@ -474,7 +534,7 @@ class Sender:
             meter.update(volumes_done=done)
             acks = 0  # btrfs volume_done answers still to read (see btrfs_repl.send_volume)
             for snap in todo:
-                parent = self._parent(pool, snap, holdings.get(snap.volume, []))
+                parent = self._parent(pool, snap, holdings.get(snap.volume, []), early)
                 started, early = early, None  # send_volume uses it or stops it
                 reports.append(self._send_volume(stream, pool, snap, parent, meter, started))
                 if isinstance(pool.backend, BtrfsBackend):
@@ -530,13 +590,26 @@ class Sender:
         except OSError:
             return None  # started again (and reported) when it is time to send
 
-    def _parent(self, pool: Pool, snap: SnapshotInfo, held: list[tuple[str, float, bytes]]) -> str:
+    def _parent(
+        self,
+        pool: Pool,
+        snap: SnapshotInfo,
+        held: list[tuple[str, float, bytes]],
+        started: btrfs_repl.SendProcess | None = None,
+    ) -> str:
         """The newest set of this volume both sides hold, the same on both (a set id reused after a
-        delete names other data: its identity, the btrfs UUID or the manifest checksum, differs)."""
+        delete names other data: its identity, the btrfs UUID or the manifest checksum, differs).
+        `started`: a send begun ahead, which already looked up its parent's identity."""
         for set_id, _created, identity in sorted(held, key=lambda h: (h[1], h[0]), reverse=True):
             if set_id == snap.set_id or pool.catalog.get(set_id, snap.volume) is None:
                 continue
-            if isinstance(pool.backend, BtrfsBackend):
+            if (
+                started is not None
+                and started.parent_identity
+                and (started.volume, started.parent_set_id) == (snap.volume, set_id)
+            ):
+                mine = started.parent_identity
+            elif isinstance(pool.backend, BtrfsBackend):
                 mine = btrfs_repl.identity_of(pool.backend, set_id, snap.volume)
             elif isinstance(pool.backend, ChunkstoreBackend):
                 mine = cs_repl.identity_of(pool.backend, set_id, snap.volume)
