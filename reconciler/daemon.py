@@ -109,7 +109,8 @@ class Daemon:
         self.nodes = NodeSet(settings.state_dir, deadlines=deadlines)
         self.observer = Observer()
         self.executor = Executor(lambda: self.nodes.clients, clock=clock)
-        self.sync = SyncManager(self, deadlines=deadlines)  # offsite sync (replication/manager.py)
+        # offsite sync (replication/manager.py); its retry history lives in the state directory
+        self.sync = SyncManager(self, deadlines=deadlines, state_dir=settings.state_dir)
         self.current: ConfigState | None = None
         self.config_errors: list[str] = []
         self.last_pass: PassResult | None = None

@@ -13,6 +13,8 @@ socket.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -24,7 +26,9 @@ import pytest
 from reconciler.agent.client import Deadlines
 from reconciler.daemon import Daemon
 from reconciler.domain import SnapshotInfo
+from reconciler.replication.manager import STATE_FILE, SyncRecord, dump_state, load_state
 from reconciler.settings import DaemonSettings
+from reconciler.syncplan import TransferState
 from reconciler.tlslab import LabPKI, create_lab_pki
 from tests.helpers import cli, cli_json, wait_for, write
 from tests.replication_lab import Site, fill_volume
@@ -380,3 +384,83 @@ def test_the_target_pool_is_chosen_by_the_config(pki: LabPKI, tmp_path: Path) ->
     finally:
         for s in (src, dr):
             s.stop()
+
+
+def test_failed_attempts_and_their_back_off_survive_a_daemon_restart(pki: LabPKI, tmp_path: Path) -> None:
+    """A target whose disk is too small fails the transfer (retryable). The failure count and the
+    time of the last attempt are in the state directory: a restarted daemon does not retry before
+    the interval is up, and counts on from there."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs for the target's pool")
+    small = tmp_path / "small"
+    small.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True, text=True
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs: {res.stderr.strip()}")
+    src = Site("src", tmp_path / "src", tmp_path / "src" / "pool", pki)
+    dr = Site("dr", tmp_path / "dr", small / "pool", pki)
+    fill_volume(src.pool / "vms/vm1", seed=3, big_mb=6, small=4)
+    dr.pool.mkdir(parents=True)
+    state = tmp_path / "state"
+    clock = Clock()
+
+    def attempt(d: Daemon) -> SyncRecord:
+        before = len(d.sync.status().recent)
+        d.run_pass()
+        d.sync.run_pass()
+        wait_for(lambda: len(d.sync.status().recent) > before, timeout=60, what="a sync attempt")
+        wait_for(lambda: not d.sync.status().active, timeout=60, what="the attempt to end")
+        return d.sync.status().recent[-1]
+
+    def reason(set_id: str) -> str:
+        waiting = {w["set_id"]: w["reason"] for w in cli_json(state, "status")["sync"]["waiting"]}
+        return str(waiting[set_id])
+
+    for s in (src, dr):
+        s.start()
+    try:
+        with daemon(config(pki, src, dr), state, clock) as d:
+            d.run_pass()
+            (first,) = local_sets(d)
+            rec = attempt(d)
+            assert rec.set_id == first and not rec.ok and "no space left" in rec.error
+            assert reason(first).startswith("retry 1 after: ") and "no space left" in reason(first)
+        saved = json.loads((state / "sync-state.json").read_text())
+        (t,) = saved["transfers"]
+        assert (t["target"], t["set_id"], t["attempts"], t["permanent"]) == ("dr", first, 1, False)
+
+        with daemon(config(pki, src, dr), state, clock) as d:
+            d.run_pass()
+            d.sync.run_pass()
+            assert not d.sync.status().active and not d.sync.status().recent  # not due yet
+            assert reason(first).startswith("retry 1 after: ")
+            clock.advance(minutes=2)  # the retry interval is 1m
+            rec = attempt(d)
+            assert rec.set_id == first and not rec.ok
+            assert reason(first).startswith("retry 2 after: ")
+        assert json.loads((state / "sync-state.json").read_text())["transfers"][0]["attempts"] == 2
+        assert dr.sets() == {}
+    finally:
+        for s in (src, dr):
+            s.stop()
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_the_sync_state_file_round_trips_and_a_broken_one_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / STATE_FILE
+    assert load_state(path) == ({}, {})  # none yet
+    history = {
+        ("dr", "s1"): TransferState(2, T0, "disk full", False),
+        ("dr", "s2"): TransferState(1, T0, "no", True),
+    }
+    arrived = {("dr", "s0"): T0 - timedelta(hours=1)}
+    path.write_bytes(dump_state(history, arrived))
+    assert load_state(path) == (history, arrived)
+
+    for broken in (b"{not json", b'{"version": 99}', b'{"version": 1, "transfers": [{"target": "dr"}]}',
+                   b'{"version": 1, "arrived": [{"target": "dr", "set_id": "s", "at": "2026-03-02T10:30:00"}]}'):  # fmt: skip
+        path.write_bytes(broken)
+        assert load_state(path) == ({}, {})
+        assert not path.exists() and path.with_name(STATE_FILE + ".bad").read_bytes() == broken

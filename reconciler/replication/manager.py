@@ -10,11 +10,13 @@ source node holding members of the set, up to the target's `streams` of them at 
 node's share of the streams for its pools, see sender.py); a transfer that outlives its sync window is cancelled at
 the window's end (the target keeps what arrived; the next window resumes). Everything here is
 rebuilt from the agents after a restart, except the failure counts of the retry policy and the
-"when did it arrive" times, which are kept in memory.
+"when did it arrive" times: the daemon keeps those in STATE_FILE of its state directory, so a
+restart neither retries a failing transfer at once nor forgets how many attempts it has had.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -22,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,7 @@ from ..errors import (
     ReconcilerError,
     Unavailable,
 )
+from ..fsutil import atomic_write
 from ..observer import Observer
 from ..planner import plan as make_plan
 from ..syncplan import (
@@ -67,6 +70,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PERMANENT = (NotFound, PermissionDenied, InvalidArgument, AlreadyExists, ProtocolMismatch, FailedPrecondition)
+STATE_FILE = "sync-state.json"
+STATE_VERSION = 1
+MAX_KEPT = 10_000  # failure histories and arrival times kept, each: the newest
 IDLE_PASS = 60.0  # seconds: targets are looked at this often even when nothing wakes the loop
 DEFAULT_SYNCBACK_KEEP = timedelta(days=7)
 
@@ -144,8 +150,76 @@ class SyncStatus:
     scopes: Mapping[tuple[str, str], Arrival]  # (scope, target) -> newest set there
 
 
+def load_state(path: Path) -> tuple[dict[tuple[str, str], TransferState], dict[tuple[str, str], datetime]]:
+    """The retry history and arrival times a previous daemon left in `path` (empty if none). An
+    unreadable or foreign file is logged and set aside: it only paces retries and dates arrivals."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}, {}
+    except OSError as exc:
+        log.warning("cannot read %s: %s; sync retries start afresh", path, exc.strerror)
+        return {}, {}
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
+            raise ValueError(f"not version {STATE_VERSION} of the sync state")
+        history = {
+            (str(t["target"]), str(t["set_id"])): TransferState(
+                attempts=int(t["attempts"]),
+                last_attempt=_aware(t["last_attempt"]) if t.get("last_attempt") else None,
+                last_error=str(t.get("last_error", "")),
+                permanent=bool(t.get("permanent", False)),
+            )
+            for t in doc.get("transfers", [])
+        }
+        arrived = {(str(a["target"]), str(a["set_id"])): _aware(a["at"]) for a in doc.get("arrived", [])}
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        aside = path.with_name(path.name + ".bad")
+        log.warning("%s is not a sync state this daemon can read (%s); moved to %s, retries start afresh",
+                    path, exc, aside)  # fmt: skip
+        try:
+            path.replace(aside)
+        except OSError:
+            pass
+        return {}, {}
+    return history, arrived
+
+
+def _aware(text: object) -> datetime:
+    t = datetime.fromisoformat(str(text))
+    if t.tzinfo is None:
+        raise ValueError(f"time without a zone: {text!r}")
+    return t
+
+
+def dump_state(
+    history: Mapping[tuple[str, str], TransferState], arrived: Mapping[tuple[str, str], datetime]
+) -> bytes:
+    doc = {
+        "version": STATE_VERSION,
+        "transfers": [
+            {
+                "target": target,
+                "set_id": set_id,
+                "attempts": st.attempts,
+                "last_attempt": st.last_attempt.isoformat() if st.last_attempt else None,
+                "last_error": st.last_error,
+                "permanent": st.permanent,
+            }
+            for (target, set_id), st in sorted(history.items())
+        ],
+        "arrived": [
+            {"target": t, "set_id": s, "at": at.isoformat()} for (t, s), at in sorted(arrived.items())
+        ],
+    }
+    return json.dumps(doc, indent=1).encode() + b"\n"
+
+
 class SyncManager:
-    def __init__(self, daemon: Daemon, *, deadlines: Deadlines = DEFAULT_DEADLINES) -> None:
+    def __init__(
+        self, daemon: Daemon, *, deadlines: Deadlines = DEFAULT_DEADLINES, state_dir: Path | None = None
+    ) -> None:
         self.daemon = daemon
         self.deadlines = deadlines
         self._lock = threading.RLock()
@@ -166,6 +240,39 @@ class SyncManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pass_lock = threading.Lock()
+        # the retry history and arrival times, kept across restarts (see load_state)
+        self._state_path = state_dir / STATE_FILE if state_dir is not None else None
+        self._state_gen = 0  # bumped (under _lock) by every change to _history or _arrived
+        self._saved_gen = 0
+        self._save_lock = threading.Lock()
+        if self._state_path is not None:
+            self._history, self._arrived = load_state(self._state_path)
+
+    def _save_state(self) -> None:
+        """Write the retry history and arrival times (call after changing them, outside _lock)."""
+        if self._state_path is None:
+            return
+        with self._lock:
+            if len(self._arrived) > MAX_KEPT:
+                self._arrived = dict(sorted(self._arrived.items(), key=lambda kv: kv[1])[-MAX_KEPT:])
+            if len(self._history) > MAX_KEPT:
+                epoch = datetime.min.replace(tzinfo=UTC)
+                by_age = sorted(self._history.items(), key=lambda kv: kv[1].last_attempt or epoch)
+                self._history = dict(by_age[-MAX_KEPT:])
+            self._state_gen += 1
+            gen = self._state_gen
+            data = dump_state(self._history, self._arrived)
+        with self._save_lock:
+            if gen <= self._saved_gen:  # a newer state was written meanwhile
+                return
+            try:
+                atomic_write(self._state_path, data)
+            except (OSError, ReconcilerError) as exc:
+                log.warning(
+                    "cannot write %s: %s (a restart would start sync retries afresh)", self._state_path, exc
+                )
+                return
+            self._saved_gen = gen
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -215,7 +322,9 @@ class SyncManager:
                 register_identity(cfg.address, creds)
             # permanent failures get another chance after a config change
             self._history = {k: v for k, v in self._history.items() if k[0] in targets and not v.permanent}
+            self._arrived = {k: v for k, v in self._arrived.items() if k[0] in targets}
             self._manual = {k: v for k, v in self._manual.items() if k[0] in targets}
+        self._save_state()
         self._trigger.set()
 
     # --- the daemon's pass --------------------------------------------------------------------------
@@ -436,6 +545,8 @@ class SyncManager:
                 permanent = isinstance(error, PERMANENT)
                 self._history[key] = TransferState(prev.attempts + 1, now, str(error), permanent)
                 self._manual.pop(key, None)  # a request by hand is answered, not retried forever
+        if not paused:
+            self._save_state()
         seconds = time.monotonic() - started
         volumes = tuple(s.volume for o in outcome for s in o.snapshots)
         if error is None:
@@ -564,6 +675,7 @@ class SyncManager:
             key = (target, set_id)
             self._manual[key] = ManualRequest(target, set_id, now, ignore_windows)
             self._history.pop(key, None)
+        self._save_state()
         self._trigger.set()
         return now
 
