@@ -107,7 +107,7 @@ class TargetView:
 
 @dataclass(frozen=True, slots=True)
 class TransferState:
-    """Failures of one (target, set) transfer so far (the daemon keeps these in memory)."""
+    """Failures of one (target, set) transfer so far (the daemon keeps them in its state directory)."""
 
     attempts: int = 0
     last_attempt: datetime | None = None
