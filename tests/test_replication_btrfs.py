@@ -23,6 +23,7 @@ from reconciler.replication.progress import TransferStats
 from reconciler.tlslab import LabPKI, create_lab_pki
 from reconciler.v1 import replication_pb2 as rpb
 from reconciler.v1 import replication_pb2_grpc as rpb_grpc
+from tests.helpers import wait_for
 from tests.replication_lab import Site, change_volume, creds, fill_volume, read_tree
 
 pytestmark = [pytest.mark.root, pytest.mark.btrfs]
@@ -87,6 +88,42 @@ def test_full_then_incremental_with_the_newest_common_parent(pair: tuple[Site, S
     third = src.replicate("b-3", dst)
     assert [v.parent_set_id for v in third.volumes] == ["b-2"]
     assert dst.content("b-3", "vm1", tmp_path) == read_tree(src.pool / "vm1")
+
+
+def _children(pid: int) -> list[str]:
+    """The command names of a process's children."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                out.append(Path(f"/proc/{child}/comm").read_text().strip())
+            except OSError:
+                pass  # gone meanwhile
+    return out
+
+
+def test_a_wrong_guess_of_the_parent_is_stopped_and_the_common_one_used(
+    pair: tuple[Site, Site], tmp_path: Path
+) -> None:
+    """The source starts the first `btrfs send` before the target has said what it holds, against
+    the newest older set (c-2). The target holds only c-1: that send is stopped, the volume goes
+    against c-1, and no send is left running."""
+    src, dst = pair
+    src.snapshot("c-1", ["vm1"])
+    src.replicate("c-1", dst)
+    change_volume(src.pool / "vm1", seed=5, fraction=0.01)
+    src.snapshot("c-2", ["vm1"])  # never sent
+    change_volume(src.pool / "vm1", seed=6, fraction=0.01)
+    src.snapshot("c-3", ["vm1"])
+    out = src.replicate("c-3", dst)
+    assert [v.parent_set_id for v in out.volumes] == ["c-1"]
+    # (both sites share one filesystem here, so a stream against c-2 would find the source's c-2
+    # and be received too: the received subvolume's parent says which stream it was)
+    got = subvol_info(_snapshot_dir(dst, "c-3", "vm1"))
+    assert got.parent_uuid == subvol_info(_snapshot_dir(dst, "c-1", "vm1")).uuid
+    assert dst.content("c-3", "vm1", tmp_path) == read_tree(src.pool / "vm1")
+    assert src.proc is not None
+    wait_for(lambda: "btrfs" not in _children(src.proc.proc.pid), timeout=10, what="no btrfs send left")
 
 
 def test_two_streams_of_one_pool_arrive_together_and_stay_incremental(

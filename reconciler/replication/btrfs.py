@@ -88,6 +88,7 @@ class SubvolInfo:
     uuid: bytes
     received_uuid: bytes
     readonly: bool
+    parent_uuid: bytes = bytes(UUID_LEN)  # what it was snapshotted (or received incrementally) from
 
     @property
     def identity(self) -> bytes:
@@ -104,7 +105,12 @@ def subvol_info(path: Path) -> SubvolInfo:
         readonly = ioc.is_readonly(fd)  # (the root item's own flags use another bit)
     finally:
         os.close(fd)
-    return SubvolInfo(uuid=bytes(args.uuid), received_uuid=bytes(args.received_uuid), readonly=readonly)
+    return SubvolInfo(
+        uuid=bytes(args.uuid),
+        received_uuid=bytes(args.received_uuid),
+        readonly=readonly,
+        parent_uuid=bytes(args.parent_uuid),
+    )
 
 
 def _boost(pid: int) -> None:
