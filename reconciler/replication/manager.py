@@ -176,8 +176,7 @@ def load_state(path: Path) -> tuple[dict[tuple[str, str], TransferState], dict[t
         arrived = {(str(a["target"]), str(a["set_id"])): _aware(a["at"]) for a in doc.get("arrived", [])}
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         aside = path.with_name(path.name + ".bad")
-        log.warning("%s is not a sync state this daemon can read (%s); moved to %s, retries start afresh",
-                    path, exc, aside)  # fmt: skip
+        log.warning("%s is not a sync state this daemon can read (%s); moved to %s", path, exc, aside)
         try:
             path.replace(aside)
         except OSError:
