@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from reconciler.backends import btrfs_ioctl as ioc
-from reconciler.errors import Unavailable
+from reconciler.errors import StorageFull, Unavailable
 from reconciler.replication.api import REPLICATION_PROTOCOL, ReplicateSpec
 from reconciler.replication.btrfs import subvol_info
 from reconciler.replication.progress import TransferStats
@@ -203,3 +203,56 @@ def test_a_stream_whose_received_uuid_does_not_match_is_refused(pair: tuple[Site
     assert "does not match the source" in (err.value.details() or "")
     assert dst.sets() == {}
     assert not list((dst.pool / ".reconciler" / "staging").iterdir())
+
+
+@pytest.fixture
+def tiny_btrfs(tmp_path: Path) -> Iterator[Path]:
+    """A 48 MiB btrfs (mixed block groups) on a loop device of its own: a target that fills up."""
+    image, mnt = tmp_path / "tiny.img", tmp_path / "tiny"
+    mnt.mkdir()
+    with open(image, "wb") as fh:
+        fh.truncate(48 << 20)
+    res = subprocess.run(["mkfs.btrfs", "-q", "-f", "--mixed", str(image)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"mkfs.btrfs --mixed failed: {res.stderr.strip()}")
+    res = subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a second loop device: {res.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_full_target_filesystem_fails_the_receive_cleanly(
+    btrfs_dir: Path, pki: LabPKI, tiny_btrfs: Path, tmp_path: Path
+) -> None:
+    """64 MB into a 48 MiB filesystem: the transfer fails with StorageFull naming the pool, the
+    target shows nothing of it and keeps no staging copy, the source keeps its set, and once the
+    space is given back (the failed receive's) a set that fits goes through."""
+    src = Site("src", tmp_path / "src", btrfs_dir / "src", pki, backend="btrfs")
+    full = Site("dst", tmp_path / "full", tiny_btrfs / "pool", pki, backend="btrfs")
+    for v in ("big", "small"):
+        _subvolume(src.pool / v)
+    fill_volume(src.pool / "big", seed=7, big_mb=64, small=2)
+    fill_volume(src.pool / "small", seed=8, big_mb=1, small=2)
+    full.pool.mkdir()
+    src.start()
+    full.start()
+    try:
+        src.snapshot("enospc-b", ["big"])
+        with pytest.raises(StorageFull, match=r"pool main: .*[Nn]o space left"):
+            src.replicate("enospc-b", full, compression=False)
+        assert full.sets() == {}
+        receiving = full.pool / ".reconciler" / "btrfs" / "snapshots" / ".receiving"
+        assert not receiving.exists() or not list(receiving.iterdir())
+        assert full.client.node_info().node == "dst"  # still serving
+        assert "enospc-b" in src.sets() and src.verify("enospc-b") == []
+        # the failed receive's subvolume is deleted; a commit wakes the cleaner that frees its space
+        for cmd in (["filesystem", "sync"], ["subvolume", "sync"]):
+            subprocess.run(["btrfs", *cmd, str(tiny_btrfs)], check=True, capture_output=True)
+        src.snapshot("fits", ["small"])
+        out = src.replicate("fits", full)
+        assert [s.volume for s in out.snapshots] == ["small"]
+        assert full.content("fits", "small", tmp_path / "check") == read_tree(src.pool / "small")
+    finally:
+        src.stop()
+        full.stop()

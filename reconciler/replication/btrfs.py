@@ -136,8 +136,11 @@ def _stderr_file() -> IO[bytes]:
 
 
 def _stderr_text(fh: IO[bytes]) -> str:
+    """What a btrfs process said, on one line; without `receive --chroot`'s "Chroot to" notice
+    (it prints one even with -q), which would bury the error under a staging path."""
     fh.seek(0)
-    return fh.read(STDERR_MAX).decode(errors="replace").strip()
+    lines = fh.read(STDERR_MAX).decode(errors="replace").splitlines()
+    return "; ".join(x.strip() for x in lines if x.strip() and not x.startswith("Chroot to "))
 
 
 def _error(pool: str, what: str, stderr: str) -> ReconcilerError:
