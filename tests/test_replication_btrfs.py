@@ -15,7 +15,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from reconciler import serde
 from reconciler.backends import btrfs_ioctl as ioc
+from reconciler.domain import SnapshotInfo
 from reconciler.errors import StorageFull, Unavailable
 from reconciler.replication.api import REPLICATION_PROTOCOL, ReplicateSpec
 from reconciler.replication.btrfs import subvol_info
@@ -59,6 +61,12 @@ def _snapshot_dir(site: Site, set_id: str, volume: str) -> Path:
     return site.pool / ".reconciler" / "btrfs" / "snapshots" / set_id / volume / "@"
 
 
+def _receiving(site: Site) -> list[str]:
+    """What the target's staging area for receives (snapshots/.receiving) holds."""
+    path = site.pool / ".reconciler" / "btrfs" / "snapshots" / ".receiving"
+    return sorted(os.listdir(path)) if path.exists() else []
+
+
 def test_full_then_incremental_with_the_newest_common_parent(pair: tuple[Site, Site], tmp_path: Path) -> None:
     src, dst = pair
     src.snapshot("b-1", ["vm1", "vm2"])
@@ -71,7 +79,7 @@ def test_full_then_incremental_with_the_newest_common_parent(pair: tuple[Site, S
         assert info.readonly and os.lstat(got).st_ino == ioc.FIRST_FREE_OBJECTID
         assert info.received_uuid == subvol_info(_snapshot_dir(src, "b-1", v)).uuid
     assert dst.verify() == []
-    assert not list((dst.pool / ".reconciler" / "staging").iterdir())
+    assert _receiving(dst) == []
 
     changed = change_volume(src.pool / "vm1", seed=3, fraction=0.01)
     src.snapshot("b-2", ["vm1", "vm2"])
@@ -160,35 +168,32 @@ def test_an_interrupted_receive_leaves_nothing_that_looks_like_a_snapshot(pair: 
             kill_target,
         )
     assert killed
-    staging = dst.pool / ".reconciler" / "staging"
+    assert _receiving(dst)  # the dead receive's subvolume
     dst.restart()  # open() removes what the dead receive left in staging
     assert dst.sets() == {}
-    assert not list(staging.iterdir())
+    assert _receiving(dst) == []
     assert not (dst.pool / ".reconciler" / "btrfs" / "snapshots" / "cut-1").exists()
     src.replicate("cut-1", dst)
     assert list(dst.sets()) == ["cut-1"] and dst.verify() == []
 
 
-def test_a_stream_whose_received_uuid_does_not_match_is_refused(pair: tuple[Site, Site], pki: LabPKI) -> None:
-    src, dst = pair
-    (snap,) = src.snapshot("uuid-1", ["vm2"])
-    stream = subprocess.run(
-        ["btrfs", "send", "-q", str(_snapshot_dir(src, "uuid-1", "vm2"))], check=True, capture_output=True
-    ).stdout
+def _receive_raw(
+    dst: Site, pki: LabPKI, snap: SnapshotInfo, stream: bytes, source_uuid: bytes
+) -> grpc.RpcError:
+    """Send `stream` as the btrfs stream of `snap` straight to the target's Receive, as a peer
+    with a valid certificate would; the target's refusal."""
 
     def requests() -> Iterator[rpb.ReceiveRequest]:
         begin = rpb.ReceiveBegin(
             protocol=REPLICATION_PROTOCOL,
-            set_id="uuid-1",
+            set_id=snap.set_id,
             source_node="src",
             source_pool="main",
             backend="btrfs",
+            members=[serde.snapshot_to_pb(snap)],
         )
-        from reconciler import serde
-
-        begin.members.append(serde.snapshot_to_pb(snap))
         yield rpb.ReceiveRequest(begin=begin)
-        yield rpb.ReceiveRequest(volume=rpb.VolumeBegin(volume="vm2", source_uuid=b"\x01" * 16))
+        yield rpb.ReceiveRequest(volume=rpb.VolumeBegin(volume=snap.volume, source_uuid=source_uuid))
         for i in range(0, len(stream), 1 << 20):
             yield rpb.ReceiveRequest(data=stream[i : i + (1 << 20)])
         yield rpb.ReceiveRequest(volume_end=rpb.VolumeEnd())
@@ -199,10 +204,45 @@ def test_a_stream_whose_received_uuid_does_not_match_is_refused(pair: tuple[Site
     )
     with channel, pytest.raises(grpc.RpcError) as err:
         list(rpb_grpc.ReplicationStub(channel).Receive(requests(), timeout=60))
-    assert err.value.code() == grpc.StatusCode.DATA_LOSS
-    assert "does not match the source" in (err.value.details() or "")
+    return err.value
+
+
+def _send_stream(src: Site, set_id: str, volume: str) -> bytes:
+    path = _snapshot_dir(src, set_id, volume)
+    return subprocess.run(["btrfs", "send", "-q", str(path)], check=True, capture_output=True).stdout
+
+
+def test_a_stream_whose_received_uuid_does_not_match_is_refused(pair: tuple[Site, Site], pki: LabPKI) -> None:
+    src, dst = pair
+    (snap,) = src.snapshot("uuid-1", ["vm2"])
+    err = _receive_raw(dst, pki, snap, _send_stream(src, "uuid-1", "vm2"), b"\x01" * 16)
+    assert err.code() == grpc.StatusCode.DATA_LOSS
+    assert "does not match the source" in (err.details() or "")
     assert dst.sets() == {}
-    assert not list((dst.pool / ".reconciler" / "staging").iterdir())
+    assert _receiving(dst) == []
+
+
+@pytest.mark.parametrize("where", ["header", "middle"])
+def test_a_corrupted_stream_is_refused_as_data_loss_and_a_good_one_goes_after(
+    pair: tuple[Site, Site], pki: LabPKI, tmp_path: Path, where: str
+) -> None:
+    """A byte flipped in transit: `btrfs receive` checks the stream's magic and every command's
+    CRC32C. The transfer fails as DATA_LOSS naming the pool and what receive saw, nothing of it
+    stays on the target, and the set sent again arrives whole."""
+    src, dst = pair
+    (snap,) = src.snapshot("bad-1", ["vm2"])
+    stream = bytearray(_send_stream(src, "bad-1", "vm2"))
+    stream[4 if where == "header" else len(stream) // 2] ^= 0xFF
+    uuid = subvol_info(_snapshot_dir(src, "bad-1", "vm2")).uuid
+    err = _receive_raw(dst, pki, snap, bytes(stream), uuid)
+    assert err.code() == grpc.StatusCode.DATA_LOSS, err.details()
+    details = err.details() or ""
+    assert "pool main: btrfs receive of bad-1/vm2" in details
+    assert ("header" if where == "header" else "crc32 mismatch") in details
+    assert dst.sets() == {}
+    assert _receiving(dst) == []
+    src.replicate("bad-1", dst)
+    assert dst.content("bad-1", "vm2", tmp_path) == read_tree(src.pool / "vm2")
 
 
 @pytest.fixture
@@ -242,8 +282,7 @@ def test_a_full_target_filesystem_fails_the_receive_cleanly(
         with pytest.raises(StorageFull, match=r"pool main: .*[Nn]o space left"):
             src.replicate("enospc-b", full, compression=False)
         assert full.sets() == {}
-        receiving = full.pool / ".reconciler" / "btrfs" / "snapshots" / ".receiving"
-        assert not receiving.exists() or not list(receiving.iterdir())
+        assert _receiving(full) == []
         assert full.client.node_info().node == "dst"  # still serving
         assert "enospc-b" in src.sets() and src.verify("enospc-b") == []
         # the failed receive's subvolume is deleted; a commit wakes the cleaner that frees its space

@@ -150,6 +150,8 @@ def _error(pool: str, what: str, stderr: str) -> ReconcilerError:
         return StorageFull(msg)
     if "cannot find parent" in low or "could not find parent" in low:
         return FailedPrecondition(msg)
+    if any(m in low for m in ("crc32 mismatch", "unexpected header", "short read", "invalid command")):
+        return CorruptData(msg)  # the stream is damaged: refused as such, and sent again
     return ReconcilerError(msg)
 
 
