@@ -8,10 +8,8 @@ refused certificates.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -32,7 +30,7 @@ from reconciler.replication.api import ReplicateSpec
 from reconciler.replication.progress import TransferStats
 from reconciler.replication.sender import Dialer, Sender, plan_parts
 from reconciler.tlslab import LabPKI, create_lab_pki
-from tests.helpers import wait_for
+from tests.helpers import small_tmpfs, wait_for
 from tests.replication_lab import Site, change_volume, creds, fill_volume, read_tree
 
 VOLUME = "vms/vm1"
@@ -393,17 +391,8 @@ def test_a_transfer_cut_short_resumes_without_resending_what_arrived(
 # --- a full target -----------------------------------------------------------------------------
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True, text=True
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs: {res.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with small_tmpfs(tmp_path / "small", "6m") as mnt:
+        yield mnt
 
 
 def test_a_full_target_disk_fails_cleanly_and_the_source_keeps_its_sets(

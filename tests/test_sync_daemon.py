@@ -13,8 +13,6 @@ socket.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -30,7 +28,7 @@ from reconciler.replication.manager import STATE_FILE, SyncRecord, dump_state, l
 from reconciler.settings import DaemonSettings
 from reconciler.syncplan import TransferState
 from reconciler.tlslab import LabPKI, create_lab_pki
-from tests.helpers import cli, cli_json, wait_for, write
+from tests.helpers import cli, cli_json, small_tmpfs, wait_for, write
 from tests.replication_lab import Site, fill_volume
 
 T0 = datetime(2026, 3, 2, 10, 30, tzinfo=UTC)
@@ -386,19 +384,19 @@ def test_the_target_pool_is_chosen_by_the_config(pki: LabPKI, tmp_path: Path) ->
             s.stop()
 
 
-def test_failed_attempts_and_their_back_off_survive_a_daemon_restart(pki: LabPKI, tmp_path: Path) -> None:
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    with small_tmpfs(tmp_path / "small", "1m") as mnt:
+        yield mnt
+
+
+def test_failed_attempts_and_their_back_off_survive_a_daemon_restart(
+    pki: LabPKI, tiny_fs: Path, tmp_path: Path
+) -> None:
     """A target whose disk is too small fails the transfer (retryable). The failure count and the
     time of the last attempt are in the state directory: a restarted daemon does not retry before
     the interval is up, and counts on from there."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small tmpfs for the target's pool")
-    small = tmp_path / "small"
-    small.mkdir()
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True, text=True
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs: {res.stderr.strip()}")
+    small = tiny_fs
     src = Site("src", tmp_path / "src", tmp_path / "src" / "pool", pki)
     dr = Site("dr", tmp_path / "dr", small / "pool", pki)
     fill_volume(src.pool / "vms/vm1", seed=3, big_mb=6, small=4)
@@ -445,7 +443,6 @@ def test_failed_attempts_and_their_back_off_survive_a_daemon_restart(pki: LabPKI
     finally:
         for s in (src, dr):
             s.stop()
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_the_sync_state_file_round_trips_and_a_broken_one_is_set_aside(tmp_path: Path) -> None:
