@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from .agent.api import (
     CreateSetRequest,
     CreateSetResult,
@@ -21,7 +19,8 @@ from .agent.api import (
 )
 from .backends.base import ProgressEvent
 from .domain import Hooks, ImmutableState, SnapshotInfo
-from .errors import InvalidArgument
+from .pbtime import from_ts as from_ts  # (re-exported: serde.from_ts, serde.set_ts)
+from .pbtime import set_ts as set_ts
 from .v1 import agent_pb2 as pb
 
 _IMMUTABLE_TO_PB = {
@@ -33,29 +32,7 @@ _IMMUTABLE_TO_PB = {
 _IMMUTABLE_FROM_PB = {v: k for k, v in _IMMUTABLE_TO_PB.items()}
 
 
-# --- timestamps ------------------------------------------------------------------------------
-def ts(dt: datetime | None) -> Timestamp | None:
-    if dt is None:
-        return None
-    out = Timestamp()
-    out.FromDatetime(dt.astimezone(UTC))
-    return out
-
-
-def from_ts(msg: object, field: str) -> datetime | None:
-    """An optional Timestamp field of `msg` as an aware UTC datetime (None when unset)."""
-    if not msg.HasField(field):  # type: ignore[attr-defined]
-        return None
-    value: Timestamp = getattr(msg, field)
-    try:
-        return value.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError) as exc:  # seconds or nanos out of range: a bad request
-        raise InvalidArgument(f"{field}: not a valid timestamp ({exc})") from None
-
-
-def set_ts(msg: object, field: str, dt: datetime | None) -> None:
-    if dt is not None:
-        getattr(msg, field).CopyFrom(ts(dt))
+# --- timestamps (pbtime.py) ----------------------------------------------------------------
 
 
 # --- node info -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from ..errors import Unavailable
-from ..serde import set_ts
+from ..pbtime import set_ts
 from ..transport.status import from_rpc_error
 from ..v1 import control_pb2 as cpb
 from ..v1 import control_pb2_grpc as cpb_grpc
