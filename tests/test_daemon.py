@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import DaemonProcess, cli, cli_json, wait_for, write
+from tests.helpers import RECONCILER, ROOT, DaemonProcess, cli, cli_json, env_for, wait_for, write
 
 CONFIG = """\
 version: 1
@@ -143,6 +144,22 @@ def test_daemon_refuses_to_start_on_invalid_config(tmp_path: Path) -> None:
 def test_cli_without_daemon_says_so(tmp_path: Path) -> None:
     r = cli(tmp_path / "nostate", "status")
     assert r.returncode == 9 and "daemon is not running" in r.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_cli_quietly(tmp_path: Path) -> None:
+    """`reconciler ... | head`: the pipe closes before the output is written; no traceback."""
+    cfg = ROOT / "config.example.yaml"
+    proc = subprocess.Popen(
+        [*RECONCILER, "validate", str(cfg)],
+        env=env_for(tmp_path / "state"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # long before the interpreter has started and written anything
+    err = proc.stderr.read()
+    assert proc.wait(timeout=30) == 141 and "Traceback" not in err, err
 
 
 def test_verify_names_a_corrupted_chunk_and_the_daemon_keeps_running(daemon: DaemonProcess) -> None:
