@@ -248,7 +248,9 @@ def run(work: Path, args: argparse.Namespace) -> int:
         expires = datetime.now(UTC) + timedelta(hours=2)
         src_fd = os.open(raw_src, os.O_RDONLY | os.O_DIRECTORY)
         dest_fd = os.open(raw_dest, os.O_RDONLY | os.O_DIRECTORY)
-        times: dict[str, list[float]] = {k: [] for k in ("raw", "remote", "normal", "embedded", "direct", "ping")}
+        times: dict[str, list[float]] = {
+            k: [] for k in ("raw", "remote", "normal", "embedded", "direct", "ping")
+        }
 
         def raw(i: int) -> None:
             ioc.snapshot(src_fd, dest_fd, f"s{i}", readonly=True)

@@ -67,14 +67,21 @@ def run(runs: int) -> list[float]:
         cfg = d / "config.yaml"
         cfg.write_text(BASE)
         env = dict(os.environ, RECONCILER_STATE_DIR=str(d / "state"), PYTHONPATH=str(ROOT))
-        proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "daemon", "-c", str(cfg)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=open(d / "daemon.log", "wb"), cwd=d)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reconciler.cli", "daemon", "-c", str(cfg)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(d / "daemon.log", "wb"),
+            cwd=d,
+        )
         db = d / "pool" / ".reconciler" / "catalog.db"
         try:
             deadline = time.monotonic() + 30
             while count(db, "base") == 0:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit(f"daemon did not take its first snapshot:\n{(d / 'daemon.log').read_text()}")
+                    raise SystemExit(
+                        f"daemon did not take its first snapshot:\n{(d / 'daemon.log').read_text()}"
+                    )
                 time.sleep(0.05)
             time.sleep(0.5)
             text = BASE.replace("profiles:", "PROFILES_MARK")
@@ -103,8 +110,10 @@ def main() -> int:
     ns = ap.parse_args()
     res = run(ns.runs)
     med, worst = statistics.median(res), max(res)
-    print(f"config edit -> first action completed: median {med * 1000:.0f} ms, worst {worst * 1000:.0f} ms "
-          f"over {len(res)} edits (target < {TARGET_S * 1000:.0f} ms)")
+    print(
+        f"config edit -> first action completed: median {med * 1000:.0f} ms, worst {worst * 1000:.0f} ms "
+        f"over {len(res)} edits (target < {TARGET_S * 1000:.0f} ms)"
+    )
     return 0 if worst < TARGET_S else 1
 
 

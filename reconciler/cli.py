@@ -88,8 +88,14 @@ def _control(ns: argparse.Namespace) -> Any:
     from .control.client import ControlClient
     from .socketpath import control_socket_path
 
-    path = control_socket_path(state_dir=getattr(ns, "state_dir", None), control_socket=getattr(ns, "socket", None))
-    if not path.exists() and SYSTEM_SOCKET.exists() and not (getattr(ns, "socket", None) or getattr(ns, "state_dir", None)):
+    path = control_socket_path(
+        state_dir=getattr(ns, "state_dir", None), control_socket=getattr(ns, "socket", None)
+    )
+    if (
+        not path.exists()
+        and SYSTEM_SOCKET.exists()
+        and not (getattr(ns, "socket", None) or getattr(ns, "state_dir", None))
+    ):
         path = SYSTEM_SOCKET  # an operator's shell talking to the daemon run by systemd
     token = getattr(ns, "token", None) or os.environ.get("RECONCILER_TOKEN") or None
     return ControlClient(path, token=token)
@@ -151,7 +157,9 @@ def cmd_tls_init(ns: argparse.Namespace) -> int:
     from .tlslab import create_lab_pki
 
     try:
-        pki = create_lab_pki(Path(ns.dir), nodes=list(ns.node or []), daemon_name=ns.daemon_name, days=ns.days)
+        pki = create_lab_pki(
+            Path(ns.dir), nodes=list(ns.node or []), daemon_name=ns.daemon_name, days=ns.days
+        )
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
     if ns.json:
@@ -427,20 +435,36 @@ def cmd_snapshot_update(ns: argparse.Namespace) -> int:
     if state == "unlocking":
         state += f", deletable from {short_time(s.get('unlock_at'))}"
     exposed = ", ".join(s.get("exposed_to", [])) or "no tenant"
-    print(f"{s['set_id']}: {state}; expires {short_time(s.get('expires')) if s.get('expires') else 'never'}; "
-          f"exposed to {exposed}")
+    print(
+        f"{s['set_id']}: {state}; expires {short_time(s.get('expires')) if s.get('expires') else 'never'}; "
+        f"exposed to {exposed}"
+    )
     return 0
 
 
 def cmd_files(ns: argparse.Namespace) -> int:
-    r = _control(ns).list_files(ns.set_id, ns.resource, volume=ns.volume or "", prefix=ns.prefix or "", limit=ns.limit)
+    r = _control(ns).list_files(
+        ns.set_id, ns.resource, volume=ns.volume or "", prefix=ns.prefix or "", limit=ns.limit
+    )
     if ns.json:
         emit_json(r)
         return 0
     print(f"{r['node']}/{r['pool']}/{r['volume']} in set {ns.set_id}:")
-    print(table([[f["kind"], human_bytes(f.get("size")), oct(int(f.get("mode", 0)))[-4:],
-                  datetime.fromtimestamp(float(f.get("mtime", 0)), UTC).strftime("%Y-%m-%d %H:%M"), f["path"]]
-                 for f in r.get("files", [])], ["KIND", "SIZE", "MODE", "MODIFIED", "PATH"]))
+    print(
+        table(
+            [
+                [
+                    f["kind"],
+                    human_bytes(f.get("size")),
+                    oct(int(f.get("mode", 0)))[-4:],
+                    datetime.fromtimestamp(float(f.get("mtime", 0)), UTC).strftime("%Y-%m-%d %H:%M"),
+                    f["path"],
+                ]
+                for f in r.get("files", [])
+            ],
+            ["KIND", "SIZE", "MODE", "MODIFIED", "PATH"],
+        )
+    )
     if r.get("truncated"):
         print(f"(cut at {ns.limit} entries; narrow it with a prefix)")
     return 0
@@ -456,18 +480,34 @@ def _confirm_interactively(ns: argparse.Namespace, what: str) -> bool:
 
 def cmd_restore(ns: argparse.Namespace) -> int:
     level = ns.level
-    mode = "clone" if ns.command == "clone" else ("over_source" if ns.over_source or level == "system" else "to_new")
+    mode = (
+        "clone"
+        if ns.command == "clone"
+        else ("over_source" if ns.over_source or level == "system" else "to_new")
+    )
     if ns.command == "restore" and level == "files" and not ns.as_name and not ns.over_source:
-        raise InvalidArgument("restore files needs --over-source (replace them in the live volume) or --as NEWVOLUME")
+        raise InvalidArgument(
+            "restore files needs --over-source (replace them in the live volume) or --as NEWVOLUME"
+        )
     confirm = False
     if mode == "over_source":
-        confirm = _confirm_interactively(ns, f"This replaces live data of {level} {getattr(ns, 'name', '') or ''} "
-                                             f"with set {ns.set_id} (a safety snapshot is taken first).")
+        confirm = _confirm_interactively(
+            ns,
+            f"This replaces live data of {level} {getattr(ns, 'name', '') or ''} "
+            f"with set {ns.set_id} (a safety snapshot is taken first).",
+        )
     fields: dict[str, Any] = dict(
-        set_id=ns.set_id, level=level, name=getattr(ns, "name", "") or "", mode=mode, new_name=ns.as_name or "",
-        confirm=confirm, skip_safety_snapshot=getattr(ns, "no_safety_snapshot", False),
-        with_settings=getattr(ns, "with_settings", False), paths=list(getattr(ns, "paths", []) or []),
-        volume=getattr(ns, "volume", "") or "", dry_run=ns.dry_run,
+        set_id=ns.set_id,
+        level=level,
+        name=getattr(ns, "name", "") or "",
+        mode=mode,
+        new_name=ns.as_name or "",
+        confirm=confirm,
+        skip_safety_snapshot=getattr(ns, "no_safety_snapshot", False),
+        with_settings=getattr(ns, "with_settings", False),
+        paths=list(getattr(ns, "paths", []) or []),
+        volume=getattr(ns, "volume", "") or "",
+        dry_run=ns.dry_run,
     )
     if getattr(ns, "from_target", None):
         # restore from offsite: the set is first copied back from the target site, then restored here
@@ -492,7 +532,12 @@ def cmd_restore(ns: argparse.Namespace) -> int:
             total, done = int(p.get("total", 0)), int(p.get("done", 0))
             pct = f"{100 * done / total:5.1f}%" if total else ""
             line = f"{p.get('volume', '')} {p.get('phase', '')} {pct} {p.get('message', '')}".strip()
-            print(("\r" + line[:120].ljust(120)) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+            print(
+                ("\r" + line[:120].ljust(120)) if tty else line,
+                end="" if tty else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
         elif "result" in ev:
             result = ev["result"]
     if tty:
@@ -512,7 +557,9 @@ def cmd_restore(ns: argparse.Namespace) -> int:
 
 def cmd_maintain(ns: argparse.Namespace) -> int:
     kind = "verify" if ns.command == "verify" else "gc"
-    r = _control(ns).maintain(kind, node=ns.node or "", pool=ns.pool or "", set_id=getattr(ns, "set_id", "") or "")
+    r = _control(ns).maintain(
+        kind, node=ns.node or "", pool=ns.pool or "", set_id=getattr(ns, "set_id", "") or ""
+    )
     pools = r.get("pools", [])
     if ns.json:
         emit_json(r)
@@ -612,18 +659,23 @@ def build_parser() -> argparse.ArgumentParser:
     s2.add_argument("set_id")
     s2.set_defaults(func=cmd_snapshot_delete)
 
-    for action, text in (("lock", "make a set immutable"),
-                         ("unlock", "start the wait after which an immutable set can be deleted"),
-                         ("expire", "change a manual set's expiry"),
-                         ("expose", "let a tenant see and restore a provider set"),
-                         ("unexpose", "take a set back from a tenant")):
+    for action, text in (
+        ("lock", "make a set immutable"),
+        ("unlock", "start the wait after which an immutable set can be deleted"),
+        ("expire", "change a manual set's expiry"),
+        ("expose", "let a tenant see and restore a provider set"),
+        ("unexpose", "take a set back from a tenant"),
+    ):
         s2 = ssub.add_parser(action, help=text)
         control_opts(s2)
         s2.add_argument("set_id")
         s2.set_defaults(func=cmd_snapshot_update, update_action="expires" if action == "expire" else action)
         if action == "unlock":
-            s2.add_argument("--wait", help="wait before deletion (default: immutability.unlock_wait, 7d); "
-                                           "the agents never allow less than their floor")
+            s2.add_argument(
+                "--wait",
+                help="wait before deletion (default: immutability.unlock_wait, 7d); "
+                "the agents never allow less than their floor",
+            )
         if action == "expire":
             g = s2.add_mutually_exclusive_group(required=True)
             g.add_argument("--expires", help="duration from now (7d) or ISO date/time")
@@ -646,7 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
         if over_source:
             r.add_argument("--over-source", action="store_true", help="replace the live data (stop it first)")
             r.add_argument("--yes", action="store_true", help="confirm replacing live data")
-            r.add_argument("--no-safety-snapshot", action="store_true", help="skip the safety snapshot (not advised)")
+            r.add_argument(
+                "--no-safety-snapshot", action="store_true", help="skip the safety snapshot (not advised)"
+            )
         else:
             r.set_defaults(over_source=False, yes=False)
         if as_new:
@@ -666,7 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = rsub.add_parser("tenant", help="all of a tenant's resources (as a new tenant by default)")
     r.add_argument("name")
     restore_opts(r)
-    r = rsub.add_parser("system", help="the whole system from a full system set (over itself, after a safety snapshot)")
+    r = rsub.add_parser(
+        "system", help="the whole system from a full system set (over itself, after a safety snapshot)"
+    )
     restore_opts(r, as_new=False)
     r.set_defaults(over_source=True)
     r = rsub.add_parser("files", help="chosen paths of a resource's volume")
@@ -682,8 +738,10 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("name")
         restore_opts(r, over_source=False)
 
-    for name, text in (("verify", "re-read stored snapshot data and report damage (exit 7 when any)"),
-                       ("gc", "reclaim space that no snapshot references (the daemon also runs it hourly)")):
+    for name, text in (
+        ("verify", "re-read stored snapshot data and report damage (exit 7 when any)"),
+        ("gc", "reclaim space that no snapshot references (the daemon also runs it hourly)"),
+    ):
         sp = sub.add_parser(name, help=text)
         control_opts(sp)
         sp.add_argument("--node", help="only this node")

@@ -927,7 +927,9 @@ def profile_to_domain(name: str, profile: ProfileConfig) -> domain.Profile:
     )
 
 
-def _members(config: Config, resources: Iterable[str], quiesce: Mapping[str, bool]) -> tuple[domain.Member, ...]:
+def _members(
+    config: Config, resources: Iterable[str], quiesce: Mapping[str, bool]
+) -> tuple[domain.Member, ...]:
     out: list[domain.Member] = []
     for r in resources:
         res = config.resources[r]
@@ -936,8 +938,12 @@ def _members(config: Config, resources: Iterable[str], quiesce: Mapping[str, boo
         settings = res.model_dump_json(exclude_none=True, exclude={"quiesce"})
         out.extend(
             domain.Member(
-                ref=domain.VolumeRef(node, pool, v), resource=r, quiesce=quiesce.get(r, False), hooks=hooks,
-                tenant=res.tenant or "", settings=settings,
+                ref=domain.VolumeRef(node, pool, v),
+                resource=r,
+                quiesce=quiesce.get(r, False),
+                hooks=hooks,
+                tenant=res.tenant or "",
+                settings=settings,
             )
             for v in res.volumes
         )
@@ -949,7 +955,9 @@ def _selection(config: Config, scope: domain.Scope) -> tuple[list[str], dict[str
     if scope.kind is domain.ScopeKind.SYSTEM:
         sys_scope = config.system_snapshots.get(scope.name)
         if sys_scope is None:
-            raise KeyError(f"no system snapshot scope {scope.name!r}{_did_you_mean(scope.name, config.system_snapshots)}")
+            raise KeyError(
+                f"no system snapshot scope {scope.name!r}{_did_you_mean(scope.name, config.system_snapshots)}"
+            )
         if sys_scope.type == "full":
             selected = list(config.resources)
             return selected, {r: sys_scope.quiesce for r in selected}
@@ -996,15 +1004,24 @@ def desired_state(config: Config) -> domain.DesiredState:
         return profiles[name]
 
     bound: list[tuple[domain.Scope, str]] = [
-        (domain.Scope(domain.ScopeKind.SYSTEM, s), scope.profile) for s, scope in config.system_snapshots.items()
+        (domain.Scope(domain.ScopeKind.SYSTEM, s), scope.profile)
+        for s, scope in config.system_snapshots.items()
     ]
-    bound += [(domain.Scope(domain.ScopeKind.TENANT, t), tenant.profile)
-              for t, tenant in config.tenants.items() if tenant.profile is not None]
-    bound += [(domain.Scope(domain.ScopeKind.RESOURCE, r), res.profile)
-              for r, res in config.resources.items() if res.profile is not None]
+    bound += [
+        (domain.Scope(domain.ScopeKind.TENANT, t), tenant.profile)
+        for t, tenant in config.tenants.items()
+        if tenant.profile is not None
+    ]
+    bound += [
+        (domain.Scope(domain.ScopeKind.RESOURCE, r), res.profile)
+        for r, res in config.resources.items()
+        if res.profile is not None
+    ]
     bindings = [
         domain.ScopeBinding(
-            scope=sc, profile=profile(prof), members=scope_members(config, sc),
+            scope=sc,
+            profile=profile(prof),
+            members=scope_members(config, sc),
             private=sc.kind is domain.ScopeKind.SYSTEM,
         )
         for sc, prof in bound

@@ -289,7 +289,9 @@ class _EventGuard:
             in_key = parent is not None and (parent.in_key or (parent.is_map and parent.want_key))
             if in_key and parent is not None and parent.in_key:
                 # a container inside a complex key: ruamel cannot even build it (unhashable)
-                raise _Fatal(pos, path, "mapping keys must be strings, got a key with a nested mapping or list")
+                raise _Fatal(
+                    pos, path, "mapping keys must be strings, got a key with a nested mapping or list"
+                )
             stack.append(_Frame(isinstance(event, MappingStartEvent), path, in_key))
         elif parent is not None:
             parent.advance()

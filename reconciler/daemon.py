@@ -140,7 +140,9 @@ class Daemon:
         if self.settings.gc_interval > 0:
             self._scheduler.every(max(1, int(self.settings.gc_interval))).seconds.do(self._periodic, "gc")
         if self.settings.verify_interval > 0:
-            self._scheduler.every(max(1, int(self.settings.verify_interval))).seconds.do(self._periodic, "verify")
+            self._scheduler.every(max(1, int(self.settings.verify_interval))).seconds.do(
+                self._periodic, "verify"
+            )
         t = threading.Thread(target=self._watch_config, name="config-watch", daemon=True)
         t.start()
         self._threads.append(t)
@@ -294,12 +296,24 @@ class Daemon:
         if records:
             # something changed on the agents: look again soon, so status and the next plan see it
             self.next_wakeup = min(filter(None, [p.next_wakeup, self.clock() + timedelta(seconds=1)]))
-        self._emit("pass", {"seconds": result.seconds, "records": records, "plan": p, "observed": observed,
-                            "desired": st.desired, "nodes": dict(self.observer.nodes), "now": now})
+        self._emit(
+            "pass",
+            {
+                "seconds": result.seconds,
+                "records": records,
+                "plan": p,
+                "observed": observed,
+                "desired": st.desired,
+                "nodes": dict(self.observer.nodes),
+                "now": now,
+            },
+        )
         return result
 
     # --- operator requests -------------------------------------------------------------------
-    def list_sets(self, scope: str = "", *, tenant: str | None = None, with_usage: bool = False) -> list[SnapshotSet]:
+    def list_sets(
+        self, scope: str = "", *, tenant: str | None = None, with_usage: bool = False
+    ) -> list[SnapshotSet]:
         if with_usage:
             # unique bytes need the stores' reference counts: a fresh listing, not the cache
             members: list[tuple[str, SnapshotInfo]] = []
@@ -314,8 +328,11 @@ class Daemon:
             all_sets = aggregate(members)
         else:
             all_sets = dict(self.observe().sets)
-        sets = [s for s in all_sets.values() if (not scope or s.scope == scope)
-                and (tenant is None or tenant_can_see(s, tenant))]
+        sets = [
+            s
+            for s in all_sets.values()
+            if (not scope or s.scope == scope) and (tenant is None or tenant_can_see(s, tenant))
+        ]
         return sorted(sets, key=lambda s: (s.created, s.set_id))
 
     def get_set(self, set_id: str, *, tenant: str | None = None) -> SnapshotSet:
@@ -341,14 +358,26 @@ class Daemon:
         on_plan(plan)
         if req.dry_run:
             return RestoreOutcome(True, f"dry run: {plan.summary}")
-        outcome = run_plan(plan, s, clients, now=self.clock(), progress=progress,
-                           settings_dir=self.settings.state_dir / "restored-settings")
+        outcome = run_plan(
+            plan,
+            s,
+            clients,
+            now=self.clock(),
+            progress=progress,
+            settings_dir=self.settings.state_dir / "restored-settings",
+        )
         self.wake()
         return outcome
 
     def list_files(
-        self, set_id: str, resource: str, volume: str = "", prefix: str = "", limit: int = 0,
-        *, tenant: str | None = None,
+        self,
+        set_id: str,
+        resource: str,
+        volume: str = "",
+        prefix: str = "",
+        limit: int = 0,
+        *,
+        tenant: str | None = None,
     ) -> tuple[VolumeRef, list[FileEntry], bool]:
         s = self.get_set(set_id, tenant=tenant)
         members = members_of_resource(s, resource)
@@ -359,18 +388,28 @@ class Daemon:
         if not members:
             raise NotFound(f"set {set_id} has no volume {volume or '(any)'} of resource {resource!r}")
         if len(members) > 1:
-            raise InvalidArgument(f"resource {resource} has several volumes in the set "
-                                  f"({', '.join(m.snapshot.volume for m in members)}); pick one with --volume")
+            raise InvalidArgument(
+                f"resource {resource} has several volumes in the set "
+                f"({', '.join(m.snapshot.volume for m in members)}); pick one with --volume"
+            )
         m = members[0]
         client = self.nodes.clients.get(m.node)
         if client is None:
             raise NotFound(f"node {m.node} is not configured")
-        files, truncated = client.list_files(SnapshotKey(set_id, m.snapshot.pool, m.snapshot.volume), prefix, limit)
+        files, truncated = client.list_files(
+            SnapshotKey(set_id, m.snapshot.pool, m.snapshot.volume), prefix, limit
+        )
         return m.ref, files, truncated
 
     def update_set(
-        self, set_id: str, action: str, *, unlock_wait: timedelta | None = None, expires: datetime | None = None,
-        never_expire: bool = False, tenant_name: str = "",
+        self,
+        set_id: str,
+        action: str,
+        *,
+        unlock_wait: timedelta | None = None,
+        expires: datetime | None = None,
+        never_expire: bool = False,
+        tenant_name: str = "",
     ) -> SnapshotSet:
         s = self.get_set(set_id)
         fields: frozenset[str]
@@ -381,7 +420,9 @@ class Daemon:
             if s.immutable is ImmutableState.NONE:
                 raise FailedPrecondition(f"set {set_id} is not immutable")
             fields = frozenset({"unlock"})
-            kw["unlock_delay"] = unlock_wait if unlock_wait is not None else self.state().config.immutability.unlock_wait
+            kw["unlock_delay"] = (
+                unlock_wait if unlock_wait is not None else self.state().config.immutability.unlock_wait
+            )
         elif action == "expires":
             if (expires is None) == (not never_expire):
                 raise InvalidArgument("give a new expiry or never_expire")
@@ -522,8 +563,14 @@ class Daemon:
                     res = client.verify(p, set_id) if kind == "verify" else client.collect_garbage(p)
                     out.append(PoolOutcome(name, p, res.ok, res.message, list(res.problems), res.bytes))
                     if res.problems:
-                        log.error("verify of %s/%s found %d problem(s): %s", name, p, len(res.problems),
-                                  "; ".join(res.problems[:5]), extra={"node": name, "action": kind})
+                        log.error(
+                            "verify of %s/%s found %d problem(s): %s",
+                            name,
+                            p,
+                            len(res.problems),
+                            "; ".join(res.problems[:5]),
+                            extra={"node": name, "action": kind},
+                        )
                 except ReconcilerError as exc:
                     out.append(PoolOutcome(name, p, False, str(exc)))
         self._emit(kind, {"results": out})
@@ -531,12 +578,16 @@ class Daemon:
 
     def _periodic(self, kind: str) -> None:
         # on a thread of its own: a long verify must not delay the next slot
-        threading.Thread(target=self._run_periodic, args=(kind,), name=f"periodic-{kind}", daemon=True).start()
+        threading.Thread(
+            target=self._run_periodic, args=(kind,), name=f"periodic-{kind}", daemon=True
+        ).start()
 
     def _run_periodic(self, kind: str) -> None:
         try:
             for r in self.maintain(kind):
-                log.info("%s %s/%s: %s", kind, r.node, r.pool, r.message, extra={"node": r.node, "action": kind})
+                log.info(
+                    "%s %s/%s: %s", kind, r.node, r.pool, r.message, extra={"node": r.node, "action": kind}
+                )
         except Exception:  # noqa: BLE001 - housekeeping must not kill the daemon
             log.exception("periodic %s failed", kind)
 

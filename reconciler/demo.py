@@ -30,7 +30,9 @@ def seed_volume(path: Path, *, kind: str) -> None:
         docs = tmp / "documents"
         docs.mkdir()
         for i in range(50):
-            (docs / f"report-{i:03d}.txt").write_text(f"quarterly report {i}\n" + "lorem ipsum dolor sit amet\n" * 200)
+            (docs / f"report-{i:03d}.txt").write_text(
+                f"quarterly report {i}\n" + "lorem ipsum dolor sit amet\n" * 200
+            )
         (tmp / "README.txt").write_text("A demo NAS share created by reconciler's first run.\n")
     os.rename(tmp, path)
     log.info("created demo volume %s", path)

@@ -185,7 +185,9 @@ class Executor:
             return CreateSetRequest(
                 set_id=a.set_id,
                 name=a.name or a.set_id,
-                targets=tuple(Target(m.ref.pool, m.ref.volume, m.resource, _member_labels(m)) for m in members),
+                targets=tuple(
+                    Target(m.ref.pool, m.ref.volume, m.resource, _member_labels(m)) for m in members
+                ),
                 created=self._clock() if labels[LABEL_KIND] == SetKind.SCHEDULED.value else created,
                 labels=labels,
                 expires=a.expires,
@@ -275,7 +277,12 @@ class Executor:
                 res = client.create_set(request(ms))
             except ReconcilerError as exc:
                 log.error(
-                    "create of set %s on node %s failed for resource %s: %s", a.set_id, node, resource, exc, extra=extra
+                    "create of set %s on node %s failed for resource %s: %s",
+                    a.set_id,
+                    node,
+                    resource,
+                    exc,
+                    extra=extra,
                 )
                 errors.append(exc)
                 continue
@@ -300,8 +307,9 @@ class Executor:
     def _record(
         self, a: Action, kind: str, node: str, *, error: str = "", retryable: bool = False
     ) -> ActionRecord:
-        return ActionRecord(self._clock(), kind, a.set_id, a.scope, node, not error, a.reason, error,
-                            retryable=retryable)
+        return ActionRecord(
+            self._clock(), kind, a.set_id, a.scope, node, not error, a.reason, error, retryable=retryable
+        )
 
     def _delete(self, a: Action) -> list[ActionRecord]:
         by_node: dict[str, list[SnapshotKey]] = {}
@@ -321,7 +329,9 @@ class Executor:
                 return self._record(a, "delete", node, error=str(exc), retryable=exc.retryable)
             if refused:
                 # the agent's own rules refused it: permanent until something changes
-                log.warning("delete of set %s on node %s refused: %s", a.set_id, node, refused[0], extra=extra)
+                log.warning(
+                    "delete of set %s on node %s refused: %s", a.set_id, node, refused[0], extra=extra
+                )
                 return self._record(a, "delete", node, error="refused: " + "; ".join(refused))
             log.info("deleted set %s on node %s: %s", a.set_id, node, a.reason, extra=extra)
             return self._record(a, "delete", node)

@@ -17,6 +17,8 @@ def per_node(nodes: Iterable[str], fn: Callable[[str], _R], *, thread_name: str 
     names = list(nodes)
     if len(names) <= 1:
         return [fn(n) for n in names]
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_NODES, len(names)), thread_name_prefix=thread_name) as pool:
+    with ThreadPoolExecutor(
+        max_workers=min(MAX_PARALLEL_NODES, len(names)), thread_name_prefix=thread_name
+    ) as pool:
         futures = [pool.submit(fn, n) for n in names]
         return [f.result() for f in futures]

@@ -33,7 +33,9 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         # action lines also name scope, set, node (the reason is usually in the message already)
-        fields = [f"{k}={getattr(record, k)}" for k in ("scope", "set_id", "node") if getattr(record, k, None)]
+        fields = [
+            f"{k}={getattr(record, k)}" for k in ("scope", "set_id", "node") if getattr(record, k, None)
+        ]
         text = super().format(record)
         return f"{text} [{' '.join(fields)}]" if fields else text
 

@@ -89,7 +89,9 @@ def client_for(
         private_key=Path(node.tls.key).read_bytes(),
         certificate_chain=Path(node.tls.cert).read_bytes(),
     )
-    return AgentClient(name, node.address, credentials=creds, server_name=node.tls.server_name, deadlines=deadlines)
+    return AgentClient(
+        name, node.address, credentials=creds, server_name=node.tls.server_name, deadlines=deadlines
+    )
 
 
 def seed_demo_volumes(config: Config) -> None:

@@ -149,7 +149,9 @@ def plan_restore(
         members = members_of_resource(s, req.name)
         if not members:
             held = sorted({m.snapshot.labels.get(LABEL_RESOURCE, "?") for m in s.members})
-            raise NotFound(f"set {s.set_id} does not contain resource {req.name!r} (it holds: {', '.join(held)})")
+            raise NotFound(
+                f"set {s.set_id} does not contain resource {req.name!r} (it holds: {', '.join(held)})"
+            )
         if tenant is not None and any(m.snapshot.labels.get(LABEL_TENANT) != tenant for m in members):
             raise PermissionDenied(f"resource {req.name} does not belong to tenant {tenant}")
         what = f"resource {req.name}"
@@ -191,8 +193,10 @@ def plan_restore(
     if clash:
         raise FailedPrecondition(f"{', '.join(clash)} already exist(s); choose another name with --name")
     verb = "clone" if req.mode == "clone" else "restore"
-    summary = (f"{verb} {what} from set {s.set_id} as {new_name!r} ({len(steps)} new volume(s); "
-               "not added to the config, never deleted by the reconciler)")
+    summary = (
+        f"{verb} {what} from set {s.set_id} as {new_name!r} ({len(steps)} new volume(s); "
+        "not added to the config, never deleted by the reconciler)"
+    )
     return RestorePlan(req, summary, steps, False, tuple(warnings), settings)
 
 
@@ -208,10 +212,17 @@ def _plan_system(
             f"set {s.set_id} (scope {s.scope}) is not a full system set; restore its resources one by one"
         )
     if req.mode != "over_source":
-        raise InvalidArgument("a whole system is restored over itself; use resource or tenant restores to new")
+        raise InvalidArgument(
+            "a whole system is restored over itself; use resource or tenant restores to new"
+        )
     # only on the system that took it: every member's node and pool belongs to this config
-    foreign = sorted({m.node for m in s.members if m.node not in config.nodes
-                      or m.snapshot.pool not in config.nodes[m.node].pools})
+    foreign = sorted(
+        {
+            m.node
+            for m in s.members
+            if m.node not in config.nodes or m.snapshot.pool not in config.nodes[m.node].pools
+        }
+    )
     if foreign:
         raise FailedPrecondition(
             f"set {s.set_id} was not taken on this system (unknown nodes/pools: {', '.join(foreign)}); "
@@ -224,12 +235,17 @@ def _plan_system(
         )
     steps = tuple(RestoreStep(m, m.snapshot.volume) for m in s.members)
     safety = not req.skip_safety_snapshot
-    summary = (f"revert the WHOLE SYSTEM ({len(steps)} volumes on {len({st.ref.node for st in steps})} node(s)) to "
-               f"set {s.set_id}" + (", after a safety snapshot of everything" if safety else ", WITHOUT a safety snapshot"))
+    summary = (
+        f"revert the WHOLE SYSTEM ({len(steps)} volumes on {len({st.ref.node for st in steps})} node(s)) to "
+        f"set {s.set_id}"
+        + (", after a safety snapshot of everything" if safety else ", WITHOUT a safety snapshot")
+    )
     return RestorePlan(req, summary, steps, safety, tuple(warnings))
 
 
-def _plan_files(s: SnapshotSet, req: RestoreRequest, members: list[ObservedMember], warnings: list[str]) -> RestorePlan:
+def _plan_files(
+    s: SnapshotSet, req: RestoreRequest, members: list[ObservedMember], warnings: list[str]
+) -> RestorePlan:
     if not req.paths:
         raise InvalidArgument("name the paths to restore")
     for p in req.paths:
@@ -250,10 +266,21 @@ def _plan_files(s: SnapshotSet, req: RestoreRequest, members: list[ObservedMembe
         if not req.confirm:
             raise FailedPrecondition("restoring files over the live volume replaces them; confirm with --yes")
         step = RestoreStep(m, m.snapshot.volume)
-        return RestorePlan(req, f"restore {len(req.paths)} path(s) of {m.snapshot.volume} in place from set "
-                           f"{s.set_id}", (step,), not req.skip_safety_snapshot, tuple(warnings))
+        return RestorePlan(
+            req,
+            f"restore {len(req.paths)} path(s) of {m.snapshot.volume} in place from set {s.set_id}",
+            (step,),
+            not req.skip_safety_snapshot,
+            tuple(warnings),
+        )
     target = req.new_name or f"{m.snapshot.volume}_restored"
     if not valid_volume_name(target):
         raise InvalidArgument(f"{target!r} is not a valid volume name")
-    return RestorePlan(req, f"restore {len(req.paths)} path(s) of {m.snapshot.volume} from set {s.set_id} into "
-                       f"new volume {target}", (RestoreStep(m, target),), False, tuple(warnings))
+    return RestorePlan(
+        req,
+        f"restore {len(req.paths)} path(s) of {m.snapshot.volume} from set {s.set_id} into "
+        f"new volume {target}",
+        (RestoreStep(m, target),),
+        False,
+        tuple(warnings),
+    )

@@ -78,12 +78,20 @@ def take_safety_set(
         by_node.setdefault(st.ref.node, []).append(st)
 
     def one(node: str) -> None:
-        targets = tuple(Target(st.ref.pool, st.ref.volume, st.member.snapshot.labels.get("resource", ""))
-                        for st in by_node[node])
-        clients[node].create_set(CreateSetRequest(
-            set_id=set_id, name=f"safety before restoring {s.set_id}", targets=targets, created=now,
-            labels=labels, expires=now + SAFETY_RETENTION,
-        ))
+        targets = tuple(
+            Target(st.ref.pool, st.ref.volume, st.member.snapshot.labels.get("resource", ""))
+            for st in by_node[node]
+        )
+        clients[node].create_set(
+            CreateSetRequest(
+                set_id=set_id,
+                name=f"safety before restoring {s.set_id}",
+                targets=targets,
+                created=now,
+                labels=labels,
+                expires=now + SAFETY_RETENTION,
+            )
+        )
 
     per_node(sorted(by_node), one, thread_name="restore")  # any failure raises: no safety set, no restore
     return set_id
@@ -134,14 +142,20 @@ def run_plan(
                 else:
                     client.restore(key, new_volume=st.target, paths=req.paths, progress=cb)
                 done.append(vol)
-                log.info("restore: %s (%s)", st.what, plan.summary,
-                         extra={"set_id": s.set_id, "node": node, "action": "restore", "scope": s.scope})
+                log.info(
+                    "restore: %s (%s)",
+                    st.what,
+                    plan.summary,
+                    extra={"set_id": s.set_id, "node": node, "action": "restore", "scope": s.scope},
+                )
             except ReconcilerError as exc:
                 hint = ""
                 if isinstance(exc, Unavailable) and st.target == st.ref.volume and not req.paths:
                     # the agent swaps atomically: a restore cut off halfway left one state or the other
-                    hint = (" (the agent was lost during the restore: the volume holds either its content from "
-                            "before or the restored content, never a mix; run the restore again)")
+                    hint = (
+                        " (the agent was lost during the restore: the volume holds either its content from "
+                        "before or the restored content, never a mix; run the restore again)"
+                    )
                 errors.append(f"{vol}: {exc}{hint}")
                 log.error("restore of %s failed: %s", vol, exc, extra={"set_id": s.set_id, "node": node})
 
@@ -153,7 +167,10 @@ def run_plan(
         path.write_text(json.dumps({r: json.loads(v) for r, v in plan.settings.items()}, indent=2) + "\n")
         settings_file = str(path)
     ok = not errors
-    msg = (f"{plan.summary}: done" if ok else
-           f"{plan.summary}: {len(errors)} of {len(plan.steps)} volume(s) failed"
-           + (f"; the safety set {safety} holds the content from before" if safety else ""))
+    msg = (
+        f"{plan.summary}: done"
+        if ok
+        else f"{plan.summary}: {len(errors)} of {len(plan.steps)} volume(s) failed"
+        + (f"; the safety set {safety} holds the content from before" if safety else "")
+    )
     return RestoreOutcome(ok, msg, safety, sorted(done), settings_file, errors)

@@ -138,7 +138,10 @@ def create_to_pb(r: CreateSetRequest) -> pb.CreateSnapshotSetRequest:
         if r.quiesce_fail
         else pb.QUIESCE_POLICY_CRASH_CONSISTENT_ON_FAILURE,
         freeze_budget_ms=int(r.freeze_budget.total_seconds() * 1000),
-        targets=[pb.SnapshotTarget(pool=t.pool, volume=t.volume, resource=t.resource, labels=dict(t.labels)) for t in r.targets],
+        targets=[
+            pb.SnapshotTarget(pool=t.pool, volume=t.volume, resource=t.resource, labels=dict(t.labels))
+            for t in r.targets
+        ],
         quiesce=[
             pb.QuiesceGroup(
                 resource=g.resource,
@@ -160,7 +163,10 @@ def create_from_pb(m: pb.CreateSnapshotSetRequest) -> CreateSetRequest:
     return CreateSetRequest(
         set_id=m.set_id,
         name=m.name,
-        targets=tuple(Target(pool=t.pool, volume=t.volume, resource=t.resource, labels=dict(t.labels)) for t in m.targets),
+        targets=tuple(
+            Target(pool=t.pool, volume=t.volume, resource=t.resource, labels=dict(t.labels))
+            for t in m.targets
+        ),
         created=from_ts(m, "created") or datetime.now(UTC),
         labels=dict(m.labels),
         expires=from_ts(m, "expires"),

@@ -52,7 +52,9 @@ class DaemonSettings(BaseSettings):
 
     @property
     def control_socket_path(self) -> Path:
-        return self.control_socket if self.control_socket is not None else self.state_dir / CONTROL_SOCKET_NAME
+        return (
+            self.control_socket if self.control_socket is not None else self.state_dir / CONTROL_SOCKET_NAME
+        )
 
 
 def load_settings(**overrides: Any) -> DaemonSettings:

@@ -27,12 +27,21 @@ def env_for(state_dir: Path) -> dict[str, str]:
     return env
 
 
-def cli(state_dir: Path, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    state_dir: Path, *args: str, check: bool = False, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [*RECONCILER, *args], env=env_for(state_dir), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        [*RECONCILER, *args],
+        env=env_for(state_dir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"reconciler {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"reconciler {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -41,7 +50,9 @@ def cli_json(state_dir: Path, *args: str) -> Any:
     return json.loads(proc.stdout)
 
 
-def wait_for(pred: Callable[[], Any], *, timeout: float = 30, interval: float = 0.1, what: str = "condition") -> Any:
+def wait_for(
+    pred: Callable[[], Any], *, timeout: float = 30, interval: float = 0.1, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -67,7 +78,10 @@ class DaemonProcess:
         self._fh = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [*RECONCILER, "daemon", "-c", str(self.config), *self.extra],
-            env=env_for(self.state_dir), stdout=self._fh, stderr=subprocess.STDOUT, cwd=self.config.parent,
+            env=env_for(self.state_dir),
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            cwd=self.config.parent,
         )
         sock = self.state_dir / "control.sock"
         try:
@@ -114,14 +128,20 @@ class AgentProcess:
     def start(self) -> AgentProcess:
         self._fh = open(self.log, "a")
         self.proc = subprocess.Popen(
-            [*RECONCILER, "agent", "-c", str(self.config)], stdout=subprocess.PIPE, stderr=self._fh, text=True,
-            env=env_for(self.config.parent), cwd=self.config.parent,
+            [*RECONCILER, "agent", "-c", str(self.config)],
+            stdout=subprocess.PIPE,
+            stderr=self._fh,
+            text=True,
+            env=env_for(self.config.parent),
+            cwd=self.config.parent,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):
             self.proc.wait(10)
-            raise AssertionError(f"agent did not start ({self.proc.returncode}): {line}\n{self.log.read_text()}")
+            raise AssertionError(
+                f"agent did not start ({self.proc.returncode}): {line}\n{self.log.read_text()}"
+            )
         self.port = int(line.split("port=")[1])
         return self
 

@@ -28,7 +28,10 @@ class Clock:
 @pytest.fixture
 def pool_root(tmp_path: Path) -> Path:
     root = tmp_path / "pool"
-    for vol, files in {"vms/a/disk0": {"img": b"A" * 300_000}, "shares/s": {"x.txt": b"hello", "d/y": b"world"}}.items():
+    for vol, files in {
+        "vms/a/disk0": {"img": b"A" * 300_000},
+        "shares/s": {"x.txt": b"hello", "d/y": b"world"},
+    }.items():
         for name, data in files.items():
             p = root / vol / name
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +46,11 @@ def make_agent(root: Path, clock: Clock | None = None, **kw: object) -> NodeAgen
 
 def req(set_id: str, *vols: str, **kw: object) -> CreateSetRequest:
     return CreateSetRequest(
-        set_id=set_id, name=set_id, targets=tuple(Target("main", v, "r") for v in vols), created=T0, **kw  # type: ignore[arg-type]
+        set_id=set_id,
+        name=set_id,
+        targets=tuple(Target("main", v, "r") for v in vols),
+        created=T0,
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -164,8 +171,11 @@ def test_restore_to_new_refuses_existing_name_and_clone_works(pool_root: Path) -
 
 
 def _hooks(tmp_path: Path, freeze: list[str], timeout: float = 5) -> Hooks:
-    return Hooks(freeze=tuple(freeze), thaw=(sys.executable, "-c", f"open({str(tmp_path / 'thawed')!r}, 'a').write('t')"),
-                 timeout=timedelta(seconds=timeout))
+    return Hooks(
+        freeze=tuple(freeze),
+        thaw=(sys.executable, "-c", f"open({str(tmp_path / 'thawed')!r}, 'a').write('t')"),
+        timeout=timedelta(seconds=timeout),
+    )
 
 
 def test_quiesce_hooks_run_around_the_snapshot(pool_root: Path, tmp_path: Path) -> None:
@@ -176,7 +186,9 @@ def test_quiesce_hooks_run_around_the_snapshot(pool_root: Path, tmp_path: Path) 
     assert (tmp_path / "frozen").exists() and (tmp_path / "thawed").read_text() == "t"
 
 
-def test_failed_freeze_gives_crash_consistent_snapshot_and_still_thaws(pool_root: Path, tmp_path: Path) -> None:
+def test_failed_freeze_gives_crash_consistent_snapshot_and_still_thaws(
+    pool_root: Path, tmp_path: Path
+) -> None:
     agent = make_agent(pool_root)
     freeze = [sys.executable, "-c", "import sys; sys.exit(3)"]
     res = agent.create_set(req("s1", "shares/s", quiesce=(QuiesceGroup("r", _hooks(tmp_path, freeze)),)))
@@ -189,15 +201,23 @@ def test_failed_freeze_with_fail_policy_fails_and_thaws(pool_root: Path, tmp_pat
     agent = make_agent(pool_root)
     freeze = [sys.executable, "-c", "import time; time.sleep(30)"]
     with pytest.raises(QuiesceFailed, match="did not finish within 0.5s"):
-        agent.create_set(req("s1", "shares/s", quiesce_fail=True,
-                             quiesce=(QuiesceGroup("r", _hooks(tmp_path, freeze, timeout=0.5)),)))
+        agent.create_set(
+            req(
+                "s1",
+                "shares/s",
+                quiesce_fail=True,
+                quiesce=(QuiesceGroup("r", _hooks(tmp_path, freeze, timeout=0.5)),),
+            )
+        )
     assert (tmp_path / "thawed").exists()
     assert agent.pool("main").catalog.count() == 0
 
 
 def test_reopen_keeps_metadata(pool_root: Path) -> None:
     agent = make_agent(pool_root)
-    agent.create_set(req("s1", "shares/s", immutable=True, expires=T0 + timedelta(days=1), labels={"scope": "system:x"}))
+    agent.create_set(
+        req("s1", "shares/s", immutable=True, expires=T0 + timedelta(days=1), labels={"scope": "system:x"})
+    )
     agent.close()
     again = make_agent(pool_root)
     snap = again.get_snapshot(SnapshotKey("s1", "main", "shares/s"))

@@ -468,7 +468,6 @@ tenants:
     ]
 
 
-
 def test_a_complex_key_holding_a_mapping_is_an_error_not_a_crash(tmp_path: Path) -> None:
     """Found by the fuzz test: ruamel cannot build a mapping key that holds a mapping (unhashable),
     which came out as an 'internal error'; the parser's guard now refuses it where it stands."""

@@ -82,8 +82,10 @@ def test_invalid_edit_keeps_the_last_good_config(daemon: DaemonProcess) -> None:
     cfg = daemon.config
     good = cfg.read_text()
     cfg.write_text(good.replace("retention: 10m", "retention: 10 parsecs"))
-    st = wait_for(lambda: (s := cli_json(daemon.state_dir, "status"))["config_valid"] is False and s,
-                  what="status showing the invalid config")
+    st = wait_for(
+        lambda: (s := cli_json(daemon.state_dir, "status"))["config_valid"] is False and s,
+        what="status showing the invalid config",
+    )
     assert any("config.yaml:" in e and "retention" in e for e in st["config_errors"])
     r = cli(daemon.state_dir, "reload")
     assert r.returncode == 1
@@ -96,7 +98,16 @@ def test_invalid_edit_keeps_the_last_good_config(daemon: DaemonProcess) -> None:
 
 
 def test_manual_snapshots_expire_or_never_and_immutable_refuses_delete(daemon: DaemonProcess) -> None:
-    s = cli_json(daemon.state_dir, "snapshot", "create", "resource:vm1", "--expires", "1h", "--description", "pre-upgrade")
+    s = cli_json(
+        daemon.state_dir,
+        "snapshot",
+        "create",
+        "resource:vm1",
+        "--expires",
+        "1h",
+        "--description",
+        "pre-upgrade",
+    )
     assert s["kind"] == "manual" and s["description"] == "pre-upgrade" and s["expires"]
     assert [m["volume"] for m in s["members"]] == ["vms/vm1"]
     n = cli_json(daemon.state_dir, "snapshot", "create", "system:full", "--never-expire", "--immutable")
@@ -108,8 +119,12 @@ def test_manual_snapshots_expire_or_never_and_immutable_refuses_delete(daemon: D
     ids = {x["set_id"] for x in sets(daemon)}
     assert n["set_id"] in ids and s["set_id"] not in ids
     # a retried request with the same id makes no second set
-    a = cli_json(daemon.state_dir, "snapshot", "create", "resource:vm1", "--expires", "1h", "--request-id", "abc")
-    b = cli_json(daemon.state_dir, "snapshot", "create", "resource:vm1", "--expires", "1h", "--request-id", "abc")
+    a = cli_json(
+        daemon.state_dir, "snapshot", "create", "resource:vm1", "--expires", "1h", "--request-id", "abc"
+    )
+    b = cli_json(
+        daemon.state_dir, "snapshot", "create", "resource:vm1", "--expires", "1h", "--request-id", "abc"
+    )
     assert a["set_id"] == b["set_id"]
     assert len([x for x in sets(daemon) if x["set_id"] == a["set_id"]]) == 1
     bad = cli(daemon.state_dir, "snapshot", "create", "resource:nope", "--expires", "1h")
@@ -183,14 +198,20 @@ def test_missing_volume_is_reported_and_other_work_goes_on(tmp_path: Path) -> No
     extra = "  gone:\n    kind: nas_volume\n    volumes: [shares/gone]\n    profile: minutely\n"
     cfg = make_config(tmp_path, extra_resources=extra)
     with DaemonProcess(cfg, tmp_path / "state") as d:
-        st = wait_for(lambda: [c for c in cli_json(d.state_dir, "status")["conditions"]
-                               if c["kind"] == "ActionFailing"], what="a failing action")
+        st = wait_for(
+            lambda: [
+                c for c in cli_json(d.state_dir, "status")["conditions"] if c["kind"] == "ActionFailing"
+            ],
+            what="a failing action",
+        )
         assert any("shares/gone" in c["message"] and "does not exist" in c["message"] for c in st)
         assert d.proc is not None and d.proc.poll() is None
 
 
 def test_schedule_prints_next_slots_in_the_profile_timezone(tmp_path: Path) -> None:
-    cfg = write(tmp_path / "c.yaml", textwrap.dedent("""\
+    cfg = write(
+        tmp_path / "c.yaml",
+        textwrap.dedent("""\
         version: 1
         nodes: {local: {embedded: true, pools: {main: {type: chunkstore, path: ./p}}}}
         profiles:
@@ -198,9 +219,11 @@ def test_schedule_prints_next_slots_in_the_profile_timezone(tmp_path: Path) -> N
             timezone: Europe/Berlin
             periods:
               - {name: night, frequency: daily, hour: 2, minute: 30, retention: 7d}
-        """))
-    out = cli_json(tmp_path, "schedule", "berlin", "-c", str(cfg), "--from", "2026-03-28T12:00:00+00:00",
-                   "--count", "3")
+        """),
+    )
+    out = cli_json(
+        tmp_path, "schedule", "berlin", "-c", str(cfg), "--from", "2026-03-28T12:00:00+00:00", "--count", "3"
+    )
     local = [s["local"] for s in out["night"]]
     # 02:30 does not exist on 2026-03-29 in Berlin (spring forward): it fires once, shifted by the gap
     assert local == ["2026-03-29T03:30:00+02:00", "2026-03-30T02:30:00+02:00", "2026-03-31T02:30:00+02:00"]

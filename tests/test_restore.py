@@ -113,7 +113,9 @@ def test_resource_restore_to_new_and_over_source(env: tuple[DaemonProcess, Path]
 def test_dry_run_prints_the_plan_and_changes_nothing(env: tuple[DaemonProcess, Path]) -> None:
     d, pool = env
     set_id = snap(d, "resource:files")
-    r = cli(d.state_dir, "restore", "resource", "files", "--set", set_id, "--as", "copy", "--dry-run", check=True)
+    r = cli(
+        d.state_dir, "restore", "resource", "files", "--set", set_id, "--as", "copy", "--dry-run", check=True
+    )
     assert "write local/main/shares/files as new volume local/main/shares/copy" in r.stdout
     assert not (pool / "shares/copy").exists()
 
@@ -123,8 +125,11 @@ def test_tenant_restore_as_new_tenant_and_clone(env: tuple[DaemonProcess, Path])
     set_id = snap(d, "system:full")
     out = restore(d, "tenant", "acme", "--set", set_id, "--as", "acme2")
     vols = out["result"]["volumes"]  # type: ignore[index]
-    assert sorted(vols) == ["local/main/shares/files_acme2", "local/main/vms/web/disk0_acme2",
-                            "local/main/vms/web/disk1_acme2"]
+    assert sorted(vols) == [
+        "local/main/shares/files_acme2",
+        "local/main/vms/web/disk0_acme2",
+        "local/main/vms/web/disk1_acme2",
+    ]
     assert (pool / "shares/files_acme2/dir/b.txt").read_text() == "b-v1"
     assert not (pool / "shares/other_acme2").exists()  # beta's resource is not part of it
     out = cli_json(d.state_dir, "clone", "resource", "files", "--set", set_id)

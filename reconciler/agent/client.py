@@ -66,7 +66,9 @@ class AgentClient:
         self.timeout = deadlines.call
         self.long_timeout = deadlines.long
         self.info_timeout = deadlines.info
-        keepalive_ms = max(1000, int(deadlines.keepalive * 1000))  # the agent refuses pings more often than 1/s
+        keepalive_ms = max(
+            1000, int(deadlines.keepalive * 1000)
+        )  # the agent refuses pings more often than 1/s
         options: list[tuple[str, object]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -104,7 +106,10 @@ class AgentClient:
     # --- API ---------------------------------------------------------------------------------
     def node_info(self) -> NodeInfo:
         msg = self._call(
-            "GetNodeInfo", self.stub.GetNodeInfo, pb.GetNodeInfoRequest(expect_node=self.node), self.info_timeout
+            "GetNodeInfo",
+            self.stub.GetNodeInfo,
+            pb.GetNodeInfoRequest(expect_node=self.node),
+            self.info_timeout,
         )
         if not isinstance(msg, pb.NodeInfo):
             raise ProtocolMismatch(f"{self._where('GetNodeInfo')}: unexpected answer {type(msg).__name__}")
@@ -119,7 +124,9 @@ class AgentClient:
         return info
 
     def list_volumes(self, pool: str = "", names: Sequence[str] = ()) -> list[tuple[str, str, int]]:
-        msg = self._call("ListVolumes", self.stub.ListVolumes, pb.ListVolumesRequest(pool=pool, names=list(names)))
+        msg = self._call(
+            "ListVolumes", self.stub.ListVolumes, pb.ListVolumesRequest(pool=pool, names=list(names))
+        )
         assert isinstance(msg, pb.ListVolumesResponse)
         return [(v.pool, v.volume, v.logical_bytes) for v in msg.volumes]
 
@@ -228,7 +235,8 @@ class AgentClient:
         truncated = False
         try:
             for page in self.stub.ListFiles(
-                pb.ListFilesRequest(ref=serde.key_to_pb(ref), prefix=prefix, limit=limit), timeout=self.long_timeout
+                pb.ListFilesRequest(ref=serde.key_to_pb(ref), prefix=prefix, limit=limit),
+                timeout=self.long_timeout,
             ):
                 out.extend(_file(e) for e in page.entries)
                 truncated = truncated or page.truncated

@@ -274,7 +274,10 @@ class NodeAgent:
                             log.exception("cleanup of %s/%s failed", pool_name, volume)
                 raise
             snaps_all = tuple(
-                self.effective(existing.get((t.pool, t.volume)) or self.get_snapshot(SnapshotKey(req.set_id, t.pool, t.volume)))
+                self.effective(
+                    existing.get((t.pool, t.volume))
+                    or self.get_snapshot(SnapshotKey(req.set_id, t.pool, t.volume))
+                )
                 for t in req.targets
             )
             return CreateSetResult(snaps_all, quiesced=quiesced_ok, warnings=tuple(outcome.warnings))
@@ -385,8 +388,13 @@ class NodeAgent:
             if "labels" in u.fields:
                 labels = {k: v for k, v in snap.labels.items() if k not in u.remove_labels}
                 labels.update(u.set_labels)
-                if len(labels) > MAX_LABELS or sum(len(k) + len(v) for k, v in labels.items()) > MAX_LABEL_BYTES:
-                    raise InvalidArgument(f"snapshot {u.ref.pool}/{u.ref.volume}: too many or too large labels")
+                if (
+                    len(labels) > MAX_LABELS
+                    or sum(len(k) + len(v) for k, v in labels.items()) > MAX_LABEL_BYTES
+                ):
+                    raise InvalidArgument(
+                        f"snapshot {u.ref.pool}/{u.ref.volume}: too many or too large labels"
+                    )
                 snap = replace(snap, labels=labels)
             if "lock" in u.fields:
                 snap = replace(snap, immutable=ImmutableState.LOCKED, unlock_at=None)
@@ -445,7 +453,11 @@ class NodeAgent:
             staging = self._staging(p)
             try:
                 written = p.backend.materialize(
-                    set_id=ref.set_id, volume=ref.volume, dest=staging, paths=clean_paths or None, progress=progress
+                    set_id=ref.set_id,
+                    volume=ref.volume,
+                    dest=staging,
+                    paths=clean_paths or None,
+                    progress=progress,
                 )
                 progress_msg(progress, "swap", f"{ref.pool}/{ref.volume}")
                 if clean_paths:

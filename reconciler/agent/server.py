@@ -132,8 +132,9 @@ class AgentService(pb_grpc.AgentServicer):  # type: ignore[misc]
     ) -> Iterator[pb.OperationEvent]:
         return _streamed(context, lambda progress: self.agent.collect_garbage(request.pool, progress))
 
-
-    def ListFiles(self, request: pb.ListFilesRequest, context: grpc.ServicerContext) -> Iterator[pb.ListFilesPage]:
+    def ListFiles(
+        self, request: pb.ListFilesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ListFilesPage]:
         try:
             ref = serde.key_from_pb(request.ref)
             limit = request.limit or 100_000

@@ -64,17 +64,31 @@ class ControlClient:
         return list(self._call("ListSnapshotSets", req, timeout=3600.0).get("sets", []))
 
     def update_set(
-        self, set_id: str, action: str, *, unlock_wait_s: int = 0, expires: datetime | None = None,
-        never_expire: bool = False, tenant: str = "",
+        self,
+        set_id: str,
+        action: str,
+        *,
+        unlock_wait_s: int = 0,
+        expires: datetime | None = None,
+        never_expire: bool = False,
+        tenant: str = "",
     ) -> dict[str, Any]:
         req = cpb.UpdateSnapshotSetRequest(
-            set_id=set_id, action=action, unlock_wait_s=unlock_wait_s, never_expire=never_expire, tenant=tenant
+            set_id=set_id,
+            action=action,
+            unlock_wait_s=unlock_wait_s,
+            never_expire=never_expire,
+            tenant=tenant,
         )
         set_ts(req, "expires", expires)
         return self._call("UpdateSnapshotSet", req)
 
-    def list_files(self, set_id: str, resource: str, *, volume: str = "", prefix: str = "", limit: int = 0) -> dict[str, Any]:
-        req = cpb.ListSetFilesRequest(set_id=set_id, resource=resource, volume=volume, prefix=prefix, limit=limit)
+    def list_files(
+        self, set_id: str, resource: str, *, volume: str = "", prefix: str = "", limit: int = 0
+    ) -> dict[str, Any]:
+        req = cpb.ListSetFilesRequest(
+            set_id=set_id, resource=resource, volume=volume, prefix=prefix, limit=limit
+        )
         return self._call("ListFiles", req, timeout=600.0)
 
     def maintain(self, kind: str, *, node: str = "", pool: str = "", set_id: str = "") -> dict[str, Any]:
@@ -85,7 +99,9 @@ class ControlClient:
         """Events of a restore as dicts: {"plan": ...}, then {"progress": ...}*, then {"result": ...}."""
         self._check_socket()
         try:
-            for ev in self.stub.Restore(cpb.SetRestoreRequest(**fields), timeout=24 * 3600.0, metadata=self.metadata):
+            for ev in self.stub.Restore(
+                cpb.SetRestoreRequest(**fields), timeout=24 * 3600.0, metadata=self.metadata
+            ):
                 yield to_dict(ev)
         except grpc.RpcError as err:
             raise from_rpc_error(err, where="daemon Restore") from None

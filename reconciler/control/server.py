@@ -141,7 +141,9 @@ class ControlService(cpb_grpc.ControlServicer):  # type: ignore[misc]
     def _tenant(self, context: grpc.ServicerContext) -> str | None:
         return tenant_of(self.daemon, context)
 
-    def GetStatus(self, request: cpb.GetStatusRequest, context: grpc.ServicerContext) -> cpb.GetStatusResponse:
+    def GetStatus(
+        self, request: cpb.GetStatusRequest, context: grpc.ServicerContext
+    ) -> cpb.GetStatusResponse:
         def run() -> cpb.GetStatusResponse:
             _provider_only(self._tenant(context), "read the daemon status")
             return status_to_pb(self.daemon)
@@ -167,7 +169,9 @@ class ControlService(cpb_grpc.ControlServicer):  # type: ignore[misc]
         self, request: cpb.ListSnapshotSetsRequest, context: grpc.ServicerContext
     ) -> cpb.ListSnapshotSetsResponse:
         def run() -> cpb.ListSnapshotSetsResponse:
-            sets = self.daemon.list_sets(request.scope, tenant=self._tenant(context), with_usage=request.with_usage)
+            sets = self.daemon.list_sets(
+                request.scope, tenant=self._tenant(context), with_usage=request.with_usage
+            )
             return cpb.ListSnapshotSetsResponse(sets=[set_to_pb(s) for s in sets])
 
         return _guard(context, run)
@@ -215,7 +219,9 @@ class ControlService(cpb_grpc.ControlServicer):  # type: ignore[misc]
 
         return _guard(context, run)
 
-    def UpdateSnapshotSet(self, request: cpb.UpdateSnapshotSetRequest, context: grpc.ServicerContext) -> cpb.SnapshotSet:
+    def UpdateSnapshotSet(
+        self, request: cpb.UpdateSnapshotSetRequest, context: grpc.ServicerContext
+    ) -> cpb.SnapshotSet:
         def run() -> cpb.SnapshotSet:
             _provider_only(self._tenant(context), "change snapshot sets")
             s = self.daemon.update_set(
@@ -230,64 +236,128 @@ class ControlService(cpb_grpc.ControlServicer):  # type: ignore[misc]
 
         return _guard(context, run)
 
-    def ListFiles(self, request: cpb.ListSetFilesRequest, context: grpc.ServicerContext) -> cpb.ListSetFilesResponse:
+    def ListFiles(
+        self, request: cpb.ListSetFilesRequest, context: grpc.ServicerContext
+    ) -> cpb.ListSetFilesResponse:
         def run() -> cpb.ListSetFilesResponse:
             ref, files, truncated = self.daemon.list_files(
-                request.set_id, request.resource, request.volume, request.prefix, request.limit,
+                request.set_id,
+                request.resource,
+                request.volume,
+                request.prefix,
+                request.limit,
                 tenant=self._tenant(context),
             )
             return cpb.ListSetFilesResponse(
-                node=ref.node, pool=ref.pool, volume=ref.volume, truncated=truncated,
-                files=[cpb.SetFile(path=f.path, kind=f.kind, size=f.size, mode=f.mode, mtime=f.mtime) for f in files],
+                node=ref.node,
+                pool=ref.pool,
+                volume=ref.volume,
+                truncated=truncated,
+                files=[
+                    cpb.SetFile(path=f.path, kind=f.kind, size=f.size, mode=f.mode, mtime=f.mtime)
+                    for f in files
+                ],
             )
 
         return _guard(context, run)
 
-    def Verify(self, request: cpb.MaintenanceRequest, context: grpc.ServicerContext) -> cpb.MaintenanceResponse:
+    def Verify(
+        self, request: cpb.MaintenanceRequest, context: grpc.ServicerContext
+    ) -> cpb.MaintenanceResponse:
         return _guard(context, lambda: self._maintain("verify", request, context))
 
-    def CollectGarbage(self, request: cpb.MaintenanceRequest, context: grpc.ServicerContext) -> cpb.MaintenanceResponse:
+    def CollectGarbage(
+        self, request: cpb.MaintenanceRequest, context: grpc.ServicerContext
+    ) -> cpb.MaintenanceResponse:
         return _guard(context, lambda: self._maintain("gc", request, context))
 
-    def _maintain(self, kind: str, request: cpb.MaintenanceRequest, context: grpc.ServicerContext) -> cpb.MaintenanceResponse:
+    def _maintain(
+        self, kind: str, request: cpb.MaintenanceRequest, context: grpc.ServicerContext
+    ) -> cpb.MaintenanceResponse:
         _provider_only(self._tenant(context), f"run {kind}")
         res = self.daemon.maintain(kind, node=request.node, pool=request.pool, set_id=request.set_id)
-        return cpb.MaintenanceResponse(pools=[
-            cpb.PoolMaintenance(node=r.node, pool=r.pool, ok=r.ok, message=r.message, problems=r.problems, bytes=r.bytes)
-            for r in res
-        ])
+        return cpb.MaintenanceResponse(
+            pools=[
+                cpb.PoolMaintenance(
+                    node=r.node, pool=r.pool, ok=r.ok, message=r.message, problems=r.problems, bytes=r.bytes
+                )
+                for r in res
+            ]
+        )
 
-    def Restore(self, request: cpb.SetRestoreRequest, context: grpc.ServicerContext) -> Iterator[cpb.RestoreEvent]:
+    def Restore(
+        self, request: cpb.SetRestoreRequest, context: grpc.ServicerContext
+    ) -> Iterator[cpb.RestoreEvent]:
         """Plan first, then progress, then the result; the restore runs to its end even if the
         client disconnects (each volume is swapped atomically, stopping halfway helps nobody)."""
         events: queue.Queue[cpb.RestoreEvent | None] = queue.Queue()
         failure: list[BaseException] = []
         req = RestoreRequest(
-            set_id=request.set_id, level=request.level, name=request.name, mode=request.mode or "to_new",
-            new_name=request.new_name, confirm=request.confirm, skip_safety_snapshot=request.skip_safety_snapshot,
-            with_settings=request.with_settings, paths=tuple(request.paths), volume=request.volume,
+            set_id=request.set_id,
+            level=request.level,
+            name=request.name,
+            mode=request.mode or "to_new",
+            new_name=request.new_name,
+            confirm=request.confirm,
+            skip_safety_snapshot=request.skip_safety_snapshot,
+            with_settings=request.with_settings,
+            paths=tuple(request.paths),
+            volume=request.volume,
             dry_run=request.dry_run,
         )
 
         def on_plan(plan: RestorePlan) -> None:
-            events.put(cpb.RestoreEvent(plan=cpb.RestorePlan(
-                summary=plan.summary, safety_snapshot=plan.safety_snapshot, warnings=list(plan.warnings),
-                steps=[cpb.RestoreStep(node=st.ref.node, pool=st.ref.pool, volume=st.ref.volume, target=st.target,
-                                       what=st.what) for st in plan.steps],
-            )))
+            events.put(
+                cpb.RestoreEvent(
+                    plan=cpb.RestorePlan(
+                        summary=plan.summary,
+                        safety_snapshot=plan.safety_snapshot,
+                        warnings=list(plan.warnings),
+                        steps=[
+                            cpb.RestoreStep(
+                                node=st.ref.node,
+                                pool=st.ref.pool,
+                                volume=st.ref.volume,
+                                target=st.target,
+                                what=st.what,
+                            )
+                            for st in plan.steps
+                        ],
+                    )
+                )
+            )
 
         def progress(volume: str, ev: ProgressEvent) -> None:
-            events.put(cpb.RestoreEvent(progress=cpb.RestoreProgress(
-                phase=ev.phase, done=ev.done, total=ev.total, unit=ev.unit, message=ev.message, volume=volume,
-            )))
+            events.put(
+                cpb.RestoreEvent(
+                    progress=cpb.RestoreProgress(
+                        phase=ev.phase,
+                        done=ev.done,
+                        total=ev.total,
+                        unit=ev.unit,
+                        message=ev.message,
+                        volume=volume,
+                    )
+                )
+            )
 
         def work() -> None:
             try:
-                out = self.daemon.restore(req, on_plan=on_plan, progress=progress, tenant=self._tenant(context))
-                events.put(cpb.RestoreEvent(result=cpb.RestoreResult(
-                    ok=out.ok, message=out.message, safety_set_id=out.safety_set_id, volumes=out.volumes,
-                    settings_file=out.settings_file, errors=out.errors,
-                )))
+                out = self.daemon.restore(
+                    req, on_plan=on_plan, progress=progress, tenant=self._tenant(context)
+                )
+                events.put(
+                    cpb.RestoreEvent(
+                        result=cpb.RestoreResult(
+                            ok=out.ok,
+                            message=out.message,
+                            safety_set_id=out.safety_set_id,
+                            volumes=out.volumes,
+                            settings_file=out.settings_file,
+                            errors=out.errors,
+                        )
+                    )
+                )
             except BaseException as exc:  # noqa: BLE001 - sent to the client below
                 failure.append(exc)
             finally:

@@ -285,8 +285,12 @@ def fetch_back(ns: argparse.Namespace, set_id: str, target: str, *, keep: str = 
     stub, control = _stub(ns)
     try:
         call = stub.SyncBack(
-            spb.SyncBackRequest(set_id=set_id, target=target, to_node="",
-                                keep_seconds=int(parse_duration(keep).total_seconds())),
+            spb.SyncBackRequest(
+                set_id=set_id,
+                target=target,
+                to_node="",
+                keep_seconds=int(parse_duration(keep).total_seconds()),
+            ),
             metadata=control.metadata,
         )
         bar = None if getattr(ns, "json", False) else Bar(f"{set_id} <- {target}")
