@@ -799,8 +799,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # the reader went away (`reconciler snapshot list | head`): stop quietly, like other tools;
         # stdout goes to /dev/null so the flush at exit does not fail a second time
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # stdout is not a file (embedded use)
+            pass
         return 141  # 128 + SIGPIPE: what a shell shows for a tool its pipe stopped
 
 
