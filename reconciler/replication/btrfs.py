@@ -212,12 +212,11 @@ def send_volume(
     compression: bool,
     logical_bytes: int,
     started: SendProcess | None = None,
-    await_done: bool = True,
 ) -> tuple[int, int]:
     """Stream `btrfs send` of one snapshot; returns (wire bytes, stream bytes). `started`: a send
     begun ahead (start_send), used if it is of this volume against this parent, else stopped.
-    `await_done=False`: return after volume_end without waiting for the target's volume_done
-    (the caller reads it later, before the commit's answer: one round trip less per volume)."""
+    Returns after volume_end without waiting for the target's volume_done: the caller reads those
+    before the commit's answer (one round trip less per volume)."""
     if started is not None and (started.set_id, started.volume, started.parent_set_id) != (
         set_id,
         volume,
@@ -302,11 +301,6 @@ def send_volume(
             raise _error(backend.pool, f"btrfs send of {set_id}/{volume}", _stderr_text(err))
     link.send(rpb.ReceiveRequest(volume_end=rpb.VolumeEnd()))
     meter.update(phase="commit")
-    if await_done:
-        resp = link.recv()
-        kind = resp.WhichOneof("msg")
-        if kind != "volume_done":
-            raise CorruptData(f"unexpected answer {kind!r} from the target while sending {volume!r}")
     return meter.stats.wire_bytes - wire0, stream_bytes
 
 

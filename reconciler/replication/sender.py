@@ -329,7 +329,6 @@ class Sender:
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _peak: int = 0  # the most streams open at once
-    _ahead: dict[int, _Ahead] = field(default_factory=dict)  # by id(Part): sends started early
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -353,18 +352,16 @@ class Sender:
         workers = max(1, min(spec.streams, len(parts)))
         # btrfs: the first volume's `btrfs send` of each part that starts at once starts now, on a
         # thread, while this one connects and crosses begin and ready with the target
-        for part in parts[:workers]:
-            self._ahead[id(part)] = self._start_ahead(part)
+        early = {id(part): self._start_ahead(part) for part in parts[:workers]}
         try:
             with self.dialer.lease(spec.target) as kept:
                 if workers == 1:
-                    results = [self._send_part(kept, part, meter, throttle) for part in parts]
+                    results = [self._send_part(kept, part, meter, throttle, early) for part in parts]
                 else:
-                    results = self._send_parallel(kept, workers, parts, meter, throttle)
+                    results = self._send_parallel(kept, workers, parts, meter, throttle, early)
         finally:
-            for ahead in self._ahead.values():
+            for ahead in early.values():
                 ahead.discard()
-            self._ahead.clear()
         for node, tpool, snaps, reps in results:
             target_node = node
             pools.append(tpool)
@@ -390,9 +387,15 @@ class Sender:
         )
 
     def _send_part(
-        self, channel: grpc.Channel, part: Part, meter: Meter, throttle: Throttle
+        self,
+        channel: grpc.Channel,
+        part: Part,
+        meter: Meter,
+        throttle: Throttle,
+        early: Mapping[int, _Ahead],
     ) -> tuple[str, str, list[SnapshotInfo], list[VolumeReport]]:
-        ahead = self._ahead.pop(id(part), None) or self._start_ahead(part)
+        """`early`: sends started ahead, by id(part); a part without one starts its own now."""
+        ahead = early.get(id(part)) or self._start_ahead(part)
         try:
             return self._send_pool(
                 channel,
@@ -409,9 +412,10 @@ class Sender:
 
     def _start_ahead(self, part: Part) -> _Ahead:
         pool = self.agent.pool(part.pool)
-        if not isinstance(pool.backend, BtrfsBackend):
+        backend = pool.backend
+        if not isinstance(backend, BtrfsBackend) or not part.members:
             return _Ahead(None)
-        return _Ahead(lambda: self._send_ahead(pool, part.members))
+        return _Ahead(lambda: self._send_ahead(pool, backend, part.members[0]))
 
     def _send_parallel(
         self,
@@ -420,6 +424,7 @@ class Sender:
         parts: list[Part],
         meter: Meter,
         throttle: Throttle,
+        early: Mapping[int, _Ahead],
     ) -> list[tuple[str, str, list[SnapshotInfo], list[VolumeReport]]]:
         """The parts' streams, up to `workers` at a time: the kept connection and workers - 1 of
         their own. The first failure cancels the others (what other pools committed stays: each
@@ -433,7 +438,7 @@ class Sender:
         def one(part: Part) -> tuple[str, str, list[SnapshotInfo], list[VolumeReport]]:
             channel = channels.get()
             try:
-                return self._send_part(channel, part, meter, throttle)
+                return self._send_part(channel, part, meter, throttle, early)
             except BaseException:
                 self.cancel()
                 raise
@@ -564,14 +569,12 @@ class Sender:
             with self._lock:
                 self._streams.remove(stream)
 
-    def _send_ahead(self, pool: Pool, members: list[SnapshotInfo]) -> btrfs_repl.SendProcess | None:
-        """btrfs: start the first volume's `btrfs send` now, against the parent the target most
-        likely holds, while begin and ready cross (see btrfs_repl.start_send). The target's answer
-        decides; a wrong guess is stopped and costs a process start. The guess: the newest older
-        set of the volume that holds a sync base (`base:TARGET`), else the newest older one."""
-        if not members or not isinstance(pool.backend, BtrfsBackend):
-            return None
-        snap = members[0]
+    def _send_ahead(self, pool: Pool, backend: BtrfsBackend, snap: SnapshotInfo) -> btrfs_repl.SendProcess:
+        """Start the `btrfs send` of `snap` now, against the parent the target most likely holds,
+        while begin and ready cross (see btrfs_repl.start_send). The target's answer decides; a
+        wrong guess is stopped and costs a process start. The guess: the newest older set of the
+        volume that holds a sync base (`base:TARGET`), else the newest older one. (Runs on an
+        _Ahead thread, which also deals with its failures.)"""
         older = [
             s
             for s in pool.catalog.for_volume(snap.volume)
@@ -580,15 +583,9 @@ class Sender:
         older.sort(
             key=lambda s: (any(h.startswith("base:") for h in s.holds), s.created, s.set_id), reverse=True
         )
-        try:
-            return btrfs_repl.start_send(
-                pool.backend,
-                set_id=snap.set_id,
-                volume=snap.volume,
-                parent_set_id=older[0].set_id if older else "",
-            )
-        except OSError:
-            return None  # started again (and reported) when it is time to send
+        return btrfs_repl.start_send(
+            backend, set_id=snap.set_id, volume=snap.volume, parent_set_id=older[0].set_id if older else ""
+        )
 
     def _parent(
         self,
@@ -651,7 +648,6 @@ class Sender:
                 compression=self.spec.compression,
                 logical_bytes=snap.logical_bytes,
                 started=started,
-                await_done=False,
             )
             return VolumeReport(snap.volume, parent, wire, sent)
         raise FailedPrecondition(f"pool {pool.name}: {backend.kind} pools cannot send sets")
