@@ -57,17 +57,23 @@ _GROUP_RE = re.compile(r"^[0-9a-f]{8,64}$")
 _T = TypeVar("_T")
 
 
+# one stream's share of a group: its rows, its received volumes, and the sink holding their data
+_GroupPart = tuple[list[SnapshotInfo], list[str], ChunkstoreSink | btrfs_repl.BtrfsSink]
+
+
 @dataclass
 class _Group:
     """The streams of one group that reached their commit (under _groups_cond)."""
 
     size: int
-    parts: list[tuple[list[SnapshotInfo], list[str], ChunkstoreSink | btrfs_repl.BtrfsSink]] = field(
-        default_factory=list
-    )
-    sealed: bool = False  # every stream arrived: the last one inserts, nobody backs out any more
+    parts: list[_GroupPart] = field(default_factory=list)
     done: bool = False
     error: BaseException | None = None
+
+    @property
+    def sealed(self) -> bool:
+        """Every stream arrived: the last one inserts, nobody backs out any more."""
+        return len(self.parts) == self.size
 
 
 _groups: dict[tuple[int, str, str, str], _Group] = {}
@@ -385,19 +391,19 @@ class ReceiveSession:
         """Wait for the other streams of the group; the last to arrive inserts everyone's rows."""
         b = self._began()
         key = (id(self.agent), pool.name, b.set_id, self.group)
-        part = (rows, received, sink)
+        part: _GroupPart = (rows, received, sink)
+        parts: list[_GroupPart] = []  # all of the group's, when this stream is the last to arrive
         deadline = time.monotonic() + GROUP_WAIT
         with _groups_cond:
             g = _groups.get(key)
             if g is None:
                 g = _groups[key] = _Group(self.group_size)
-            if g.size != self.group_size or g.sealed or len(g.parts) >= g.size:
+            if g.size != self.group_size or g.sealed:
                 raise InvalidArgument(
                     f"set {b.set_id}: stream group {self.group} does not fit ({self.group_size})"
                 )
             g.parts.append(part)
-            if len(g.parts) == g.size:
-                g.sealed = True
+            if g.sealed:
                 del _groups[key]
                 parts = list(g.parts)
             else:
@@ -420,7 +426,6 @@ class ReceiveSession:
                     if g.error is not None:
                         raise FailedPrecondition(f"set {b.set_id}: the group's commit failed: {g.error}")
                     return
-                parts = []
         if not parts:  # gave up: nothing of the group may stay
             for volume in received:
                 sink.drop(volume)
