@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 MAX_PARALLEL_NODES = 16
 
@@ -22,3 +23,27 @@ def per_node(nodes: Iterable[str], fn: Callable[[str], _R], *, thread_name: str 
     ) as pool:
         futures = [pool.submit(fn, n) for n in names]
         return [f.result() for f in futures]
+
+
+def all_or_first_failure(
+    items: Iterable[_T],
+    fn: Callable[[_T], _R],
+    *,
+    workers: int,
+    thread_name: str,
+    consequences: tuple[type[BaseException], ...] = (),
+) -> list[_R]:
+    """fn(item) for every item, up to `workers` at a time; results in the items' order. When calls
+    fail, the one raised is the first failure that is not one of `consequences` (the cancellations
+    a failure causes in the calls beside it), else the first failure."""
+    todo = list(items)
+    if workers <= 1:
+        return [fn(x) for x in todo]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=thread_name) as pool:
+        futures = [pool.submit(fn, x) for x in todo]
+        errors = [f.exception() for f in futures]
+    failures = [e for e in errors if e is not None]
+    cause = next((e for e in failures if not isinstance(e, consequences)), None)
+    if failures:
+        raise cause or failures[0]
+    return [f.result() for f in futures]

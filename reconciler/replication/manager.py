@@ -45,6 +45,7 @@ from ..errors import (
     ReconcilerError,
     Unavailable,
 )
+from ..fanout import all_or_first_failure
 from ..fsutil import atomic_write
 from ..observer import Observer
 from ..planner import plan as make_plan
@@ -646,17 +647,10 @@ class SyncManager:
             progress(out.totals)
             return out
 
-        if workers == 1:
-            return [one(node) for node in nodes]
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync-node") as ex:
-            futures = [ex.submit(one, node) for node in nodes]
-            errors = [f.exception() for f in futures]
-        # the failure itself, not the cancellations it caused on the other nodes
-        first = next((e for e in errors if e is not None and not isinstance(e, ReplicateCancelled)), None)
-        first = first or next((e for e in errors if e is not None), None)
-        if first is not None:
-            raise first
-        return [f.result() for f in futures]
+        # the failure itself is reported, not the cancellations it caused on the other nodes
+        return all_or_first_failure(
+            nodes, one, workers=workers, thread_name="sync-node", consequences=(ReplicateCancelled,)
+        )
 
     # --- by hand ---------------------------------------------------------------------------------------
     def queue(self, set_id: str, target: str, *, ignore_windows: bool = False) -> datetime:

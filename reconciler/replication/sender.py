@@ -19,7 +19,6 @@ import queue
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from ..backends.btrfs import BtrfsBackend
 from ..backends.chunkstore import ChunkstoreBackend
 from ..domain import SnapshotInfo
 from ..errors import FailedPrecondition, NotFound, ProtocolMismatch, ReconcilerError, Unavailable
+from ..fanout import all_or_first_failure
 from ..transport.status import from_rpc_error
 from ..v1 import replication_pb2 as rpb
 from . import btrfs as btrfs_repl
@@ -446,18 +446,13 @@ class Sender:
                 channels.put(channel)
 
         try:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="repl-stream") as ex:
-                futures = [ex.submit(one, part) for part in parts]
-                errors = [f.exception() for f in futures]
+            # the failure itself is raised, not the cancellations it caused in the other streams
+            return all_or_first_failure(
+                parts, one, workers=workers, thread_name="repl-stream", consequences=(TransferCancelled,)
+            )
         finally:
             for ch in extra:
                 ch.close()
-        # the first real failure, not the cancellations it caused in the other streams
-        real = [e for e in errors if e is not None and not isinstance(e, TransferCancelled)]
-        first = real[0] if real else next((e for e in errors if e is not None), None)
-        if first is not None:
-            raise first
-        return [f.result() for f in futures]
 
     def _members(self) -> dict[str, list[SnapshotInfo]]:
         spec = self.spec
