@@ -52,6 +52,7 @@ PIPE_SIZE = 8 << 20
 MESSAGE_SIZE = 4 << 20
 STDERR_MAX = 64 << 10  # what an error message quotes of a btrfs process's stderr, at most
 FLUSH_AFTER = 0.01  # seconds the first byte of a message waits for more, at most
+FLUSH_IDLE = 0.001  # seconds without more output from `btrfs send` after which a message leaves
 F_SETPIPE_SZ = 1031
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 UUID_LEN = 16
@@ -259,7 +260,7 @@ def send_volume(
             poller.register(fd, select.POLLIN | select.POLLHUP)
             while True:
                 if parts:
-                    wait = oldest + wait_for_more - time.monotonic()
+                    wait = min(oldest + wait_for_more - time.monotonic(), FLUSH_IDLE)
                     if wait <= 0 or not poller.poll(wait * 1000):
                         link.send_raw(encode_data_parts(parts, pending))
                         parts, pending = [], 0
@@ -277,9 +278,11 @@ def send_volume(
                         parts.append(out)
                         pending += len(out)
                 # A message gathers up to MESSAGE_SIZE (fewer messages, fewer wakeups on both
-                # sides), but never waits more than FLUSH_AFTER for it: when `btrfs send` is
-                # slow to produce (walking the trees for an incremental stream), what it has
-                # produced goes out, so the target's `btrfs receive` works while it is produced.
+                # sides), but never waits more than FLUSH_AFTER for it, nor FLUSH_IDLE once
+                # `btrfs send` pauses (walking the trees for an incremental stream, or done and
+                # exiting, which takes it milliseconds): what it has produced goes out, so the
+                # target's `btrfs receive` works while the rest is produced, and starts its
+                # final commit as soon as the stream's end command is written.
                 if parts and (pending >= MESSAGE_SIZE or eof):
                     link.send_raw(encode_data_parts(parts, pending))
                     parts, pending = [], 0
