@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +19,9 @@ import pytest
 from reconciler import serde
 from reconciler.backends import btrfs_ioctl as ioc
 from reconciler.domain import SnapshotInfo
-from reconciler.errors import StorageFull, Unavailable
+from reconciler.errors import FailedPrecondition, StorageFull, Unavailable
 from reconciler.replication.api import REPLICATION_PROTOCOL, ReplicateSpec
-from reconciler.replication.btrfs import subvol_info
+from reconciler.replication.btrfs import btrfs_program, subvol_info
 from reconciler.replication.progress import TransferStats
 from reconciler.tlslab import LabPKI, create_lab_pki
 from reconciler.v1 import replication_pb2 as rpb
@@ -177,14 +178,16 @@ def test_an_interrupted_receive_leaves_nothing_that_looks_like_a_snapshot(pair: 
     assert list(dst.sets()) == ["cut-1"] and dst.verify() == []
 
 
-def _receive_raw(
-    dst: Site, pki: LabPKI, snap: SnapshotInfo, stream: bytes, source_uuid: bytes
-) -> grpc.RpcError:
-    """Send `stream` as the btrfs stream of `snap` straight to the target's Receive, as a peer
-    with a valid certificate would; the target's refusal."""
+def _channel_as_src(dst: Site, pki: LabPKI) -> grpc.Channel:
+    """A channel to the target's Receive with the source's (valid) certificate."""
+    return grpc.secure_channel(
+        dst.address, creds(pki, pki["nodes"]["src"]), options=[("grpc.ssl_target_name_override", "dst")]
+    )
 
-    def requests() -> Iterator[rpb.ReceiveRequest]:
-        begin = rpb.ReceiveBegin(
+
+def _begin(snap: SnapshotInfo) -> rpb.ReceiveRequest:
+    return rpb.ReceiveRequest(
+        begin=rpb.ReceiveBegin(
             protocol=REPLICATION_PROTOCOL,
             set_id=snap.set_id,
             source_node="src",
@@ -192,17 +195,81 @@ def _receive_raw(
             backend="btrfs",
             members=[serde.snapshot_to_pb(snap)],
         )
-        yield rpb.ReceiveRequest(begin=begin)
+    )
+
+
+def _receive_processes(dst: Site) -> list[int]:
+    """`btrfs receive` processes writing into the target's pool."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 2 and argv[1] == b"receive" and any(str(dst.pool).encode() in a for a in argv):
+            found.append(int(pid))
+    return found
+
+
+def test_a_sender_gone_after_ready_leaves_no_receive_behind(pair: tuple[Site, Site], pki: LabPKI) -> None:
+    """The target starts the first volume's `btrfs receive` while its ready travels (the process
+    start overlaps the round trip). A sender that goes away instead of sending the volume leaves
+    neither that process nor its staging directory."""
+    src, dst = pair
+    (snap,) = src.snapshot("gone-1", ["vm2"])
+    answered = threading.Event()
+
+    def requests() -> Iterator[rpb.ReceiveRequest]:
+        yield _begin(snap)
+        answered.wait(30)  # then the stream ends, without a volume or a commit
+
+    with _channel_as_src(dst, pki) as channel:
+        responses = rpb_grpc.ReplicationStub(channel).Receive(requests(), timeout=60)
+        first = next(responses)
+        assert first.WhichOneof("msg") == "ready", first
+        # the receive started ahead waits for the volume
+        wait_for(lambda: _receive_processes(dst) and _receiving(dst), what="a receive started ahead")
+        answered.set()
+        assert list(responses) == []
+    wait_for(lambda: not _receive_processes(dst) and not _receiving(dst), what="the receive gone")
+    assert dst.sets() == {}
+    src.replicate("gone-1", dst)  # and the next transfer takes the receive it starts ahead
+    assert list(dst.sets()) == ["gone-1"] and dst.verify() == []
+    assert _receiving(dst) == [] and not _receive_processes(dst)
+
+
+def test_the_btrfs_program_is_looked_up_once_and_missing_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    btrfs_program.cache_clear()
+    try:
+        monkeypatch.setenv("PATH", str(tmp_path))
+        with pytest.raises(FailedPrecondition, match="btrfs-progs is not installed"):
+            btrfs_program()
+        monkeypatch.undo()
+        found = btrfs_program()
+        assert os.path.isabs(found) and os.access(found, os.X_OK)
+        monkeypatch.setenv("PATH", str(tmp_path))
+        assert btrfs_program() == found  # kept: no PATH walk on the way to each send and receive
+    finally:
+        btrfs_program.cache_clear()
+
+
+def _receive_raw(
+    dst: Site, pki: LabPKI, snap: SnapshotInfo, stream: bytes, source_uuid: bytes
+) -> grpc.RpcError:
+    """Send `stream` as the btrfs stream of `snap` straight to the target's Receive, as a peer
+    with a valid certificate would; the target's refusal."""
+
+    def requests() -> Iterator[rpb.ReceiveRequest]:
+        yield _begin(snap)
         yield rpb.ReceiveRequest(volume=rpb.VolumeBegin(volume=snap.volume, source_uuid=source_uuid))
         for i in range(0, len(stream), 1 << 20):
             yield rpb.ReceiveRequest(data=stream[i : i + (1 << 20)])
         yield rpb.ReceiveRequest(volume_end=rpb.VolumeEnd())
         yield rpb.ReceiveRequest(commit=rpb.ReceiveCommit())
 
-    channel = grpc.secure_channel(
-        dst.address, creds(pki, pki["nodes"]["src"]), options=[("grpc.ssl_target_name_override", "dst")]
-    )
-    with channel, pytest.raises(grpc.RpcError) as err:
+    with _channel_as_src(dst, pki) as channel, pytest.raises(grpc.RpcError) as err:
         list(rpb_grpc.ReplicationStub(channel).Receive(requests(), timeout=60))
     return err.value
 

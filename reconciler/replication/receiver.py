@@ -195,6 +195,8 @@ class ReceiveSession:
                 assert req is not None
                 if kind == "begin":
                     yield self._begin(req.begin)
+                    if isinstance(self.sink, btrfs_repl.BtrfsSink):
+                        self.sink.receive_ahead()  # while ready travels and the sender answers
                     continue
                 sink = self._sink()
                 if kind == "volume":
@@ -284,7 +286,8 @@ class ReceiveSession:
         if isinstance(pool.backend, ChunkstoreBackend):
             self.sink = ChunkstoreSink(pool.backend, set_id=m.set_id)
         elif isinstance(pool.backend, BtrfsBackend):
-            self.sink = btrfs_repl.BtrfsSink(pool.backend, m.set_id)
+            wanted = sum(1 for s in members if s.volume not in self.present)
+            self.sink = btrfs_repl.BtrfsSink(pool.backend, m.set_id, expected=wanted)
         else:
             raise FailedPrecondition(f"pool {pool.name}: {pool.backend.kind} pools cannot receive sets")
         return rpb.ReceiveResponse(
