@@ -45,7 +45,7 @@ from ..errors import (
 from ..v1 import replication_pb2 as rpb
 from .link import Link
 from .progress import Meter
-from .wire import encode_data, encode_data_parts
+from .wire import encode_data_parts
 
 log = logging.getLogger(__name__)
 
@@ -262,54 +262,11 @@ def send_volume(
         if started is not None:
             started.stop()
         raise
-    stream_bytes = 0
     proc, err = sending.proc, sending.err
     with err:
         assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        cctx = zstandard.ZstdCompressor(level=1).compressobj() if compression else None
         try:
-            parts: list[bytes] = []
-            pending = 0
-            oldest = 0.0  # when the first byte of `parts` was read
-            wait_for_more = 0.0  # the first message leaves at once: the target starts receiving
-            poller = select.poll()
-            poller.register(fd, select.POLLIN | select.POLLHUP)
-            while True:
-                if parts:
-                    wait = min(oldest + wait_for_more - time.monotonic(), FLUSH_IDLE)
-                    if wait <= 0 or not poller.poll(wait * 1000):
-                        link.send_raw(encode_data_parts(parts, pending))
-                        parts, pending = [], 0
-                        wait_for_more = FLUSH_AFTER
-                        continue
-                chunk = os.read(fd, MESSAGE_SIZE - pending)
-                eof = not chunk
-                if chunk:
-                    stream_bytes += len(chunk)
-                    meter.add(scanned=len(chunk), sent=len(chunk), checked=len(chunk))
-                    out = cctx.compress(chunk) if cctx is not None else chunk
-                    if out:
-                        if not parts:
-                            oldest = time.monotonic()
-                        parts.append(out)
-                        pending += len(out)
-                # A message gathers up to MESSAGE_SIZE (fewer messages, fewer wakeups on both
-                # sides), but never waits more than FLUSH_AFTER for it, nor FLUSH_IDLE once
-                # `btrfs send` pauses (walking the trees for an incremental stream, or done and
-                # exiting, which takes it milliseconds): what it has produced goes out, so the
-                # target's `btrfs receive` works while the rest is produced, and starts its
-                # final commit as soon as the stream's end command is written.
-                if parts and (pending >= MESSAGE_SIZE or eof):
-                    link.send_raw(encode_data_parts(parts, pending))
-                    parts, pending = [], 0
-                    wait_for_more = FLUSH_AFTER
-                if eof:
-                    break
-            if cctx is not None:
-                tail = cctx.flush()
-                if tail:
-                    link.send_raw(encode_data(tail))
+            stream_bytes = forward_stream(proc.stdout.fileno(), link, meter, compression=compression)
             rc = proc.wait()
         except BaseException:
             proc.kill()
@@ -322,6 +279,72 @@ def send_volume(
     link.send(rpb.ReceiveRequest(volume_end=rpb.VolumeEnd()))
     meter.update(phase="commit")
     return meter.stats.wire_bytes - wire0, stream_bytes
+
+
+def forward_stream(fd: int, link: Link, meter: Meter, *, compression: bool) -> int:
+    """Send what `btrfs send` writes to `fd` until it closes, as data messages; returns the
+    stream's bytes.
+
+    A message gathers up to MESSAGE_SIZE (fewer messages, fewer wakeups on both sides), but never
+    waits more than FLUSH_AFTER for it, nor FLUSH_IDLE once `btrfs send` pauses (walking the trees
+    for an incremental stream, or done and exiting, which takes it milliseconds): what it has
+    produced goes out, so the target's `btrfs receive` works while the rest is produced, and starts
+    its final commit as soon as the stream's end command is written. With compression, such a
+    flush also ends zstd's block, which would otherwise hold up to 128 KiB of the stream (the end
+    command included) until more arrives. The first message leaves at once."""
+    cctx = zstandard.ZstdCompressor(level=1).compressobj() if compression else None
+    stream_bytes = 0
+    parts: list[bytes] = []
+    pending = 0  # bytes in `parts`
+    held = 0  # stream bytes read and not yet sent: in `parts` or inside the compressor
+    oldest = 0.0  # when the oldest of them was read
+    wait_for_more = 0.0
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+
+    def flush() -> None:
+        nonlocal parts, pending, held, wait_for_more
+        if cctx is not None:
+            out = cctx.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+            if out:
+                parts.append(out)
+                pending += len(out)
+        if parts:
+            link.send_raw(encode_data_parts(parts, pending))
+        parts, pending, held = [], 0, 0
+        wait_for_more = FLUSH_AFTER
+
+    while True:
+        if held:
+            wait = min(oldest + wait_for_more - time.monotonic(), FLUSH_IDLE)
+            if wait <= 0 or not poller.poll(wait * 1000):
+                flush()
+                continue
+        chunk = os.read(fd, MESSAGE_SIZE - pending)
+        if not chunk:
+            break
+        stream_bytes += len(chunk)
+        meter.add(scanned=len(chunk), sent=len(chunk), checked=len(chunk))
+        if not held:
+            oldest = time.monotonic()
+        held += len(chunk)
+        out = cctx.compress(chunk) if cctx is not None else chunk
+        if out:
+            parts.append(out)
+            pending += len(out)
+        if pending >= MESSAGE_SIZE:
+            link.send_raw(encode_data_parts(parts, pending))
+            parts, pending = [], 0
+            wait_for_more = FLUSH_AFTER
+            # compressed, the compressor may still hold up to a block: a pause or FLUSH_AFTER
+            # from now sends it
+            held, oldest = (0, oldest) if cctx is None else (held, time.monotonic())
+    if cctx is not None:
+        parts.append(cctx.flush())
+        pending += len(parts[-1])
+    if pending:
+        link.send_raw(encode_data_parts(parts, pending))
+    return stream_bytes
 
 
 # --- target side ----------------------------------------------------------------------------------
