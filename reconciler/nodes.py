@@ -21,7 +21,8 @@ from .backends import make_backend
 from .backends.base import Backend
 from .config import Config, NodeConfig, PoolConfig
 from .demo import seed_volume
-from .errors import InvalidArgument
+from .errors import FailedPrecondition, InvalidArgument
+from .replication.btrfs import btrfs_program
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,25 @@ def make_backends(pools: Mapping[str, PoolConfig]) -> dict[str, Backend]:
                 raise InvalidArgument(f"pool {name}: {root} does not exist (set create: true to create it)")
         options = {"compression": pc.compression, "compression_level": pc.compression_level}
         out[name] = make_backend(pc.type, pool=name, root=root, options=options)
+    warn_without_btrfs_progs(out)
     return out
+
+
+def warn_without_btrfs_progs(backends: Mapping[str, Backend]) -> None:
+    """btrfs pools take, list, restore and delete snapshots through ioctls, but sending and
+    receiving them runs `btrfs send`/`btrfs receive`: say at start-up when that cannot work,
+    rather than at the first transfer."""
+    pools = sorted(name for name, b in backends.items() if b.kind == "btrfs")
+    if not pools:
+        return
+    try:
+        btrfs_program()
+    except FailedPrecondition as exc:
+        log.warning(
+            "%s; btrfs pool(s) %s work, but cannot send or receive snapshots (offsite sync) until it is",
+            exc,
+            ", ".join(pools),
+        )
 
 
 @dataclass

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -13,6 +15,8 @@ from reconciler.agent.core import NodeAgent
 from reconciler.backends import make_backend
 from reconciler.domain import Hooks, ImmutableState
 from reconciler.errors import FailedPrecondition, InvalidArgument, NotFound, PathEscapes, QuiesceFailed
+from reconciler.nodes import warn_without_btrfs_progs
+from reconciler.replication.btrfs import btrfs_program
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -224,3 +228,28 @@ def test_reopen_keeps_metadata(pool_root: Path) -> None:
     assert snap.immutable is ImmutableState.LOCKED
     assert snap.expires == T0 + timedelta(days=1)
     assert snap.labels["scope"] == "system:x"
+
+
+def test_btrfs_pools_on_a_node_without_btrfs_progs_are_named_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Snapshots of btrfs pools go through ioctls; only sending and receiving them needs the
+    `btrfs` program, and its absence is said when the node starts, not at the first transfer."""
+    chunks = make_backend("chunkstore", pool="bulk", root=tmp_path / "bulk")
+
+    class _Btrfs:  # only its kind is looked at
+        kind = "btrfs"
+
+    btrfs_program.cache_clear()
+    monkeypatch.setenv("PATH", str(tmp_path))
+    try:
+        with caplog.at_level(logging.WARNING, logger="reconciler.nodes"):
+            warn_without_btrfs_progs({"bulk": chunks})
+            assert caplog.records == []
+            warn_without_btrfs_progs(cast(Any, {"fast": _Btrfs(), "bulk": chunks, "cold": _Btrfs()}))
+    finally:
+        btrfs_program.cache_clear()
+        chunks.close()
+    (rec,) = caplog.records
+    assert "btrfs-progs is not installed" in rec.getMessage()
+    assert "btrfs pool(s) cold, fast work, but cannot send or receive snapshots" in rec.getMessage()
