@@ -19,9 +19,9 @@ import pytest
 from reconciler import serde
 from reconciler.backends import btrfs_ioctl as ioc
 from reconciler.domain import SnapshotInfo
-from reconciler.errors import FailedPrecondition, StorageFull, Unavailable
+from reconciler.errors import StorageFull, Unavailable
 from reconciler.replication.api import REPLICATION_PROTOCOL, ReplicateSpec
-from reconciler.replication.btrfs import btrfs_program, subvol_info
+from reconciler.replication.btrfs import subvol_info
 from reconciler.replication.progress import TransferStats
 from reconciler.tlslab import LabPKI, create_lab_pki
 from reconciler.v1 import replication_pb2 as rpb
@@ -236,23 +236,6 @@ def test_a_sender_gone_after_ready_leaves_no_receive_behind(pair: tuple[Site, Si
     src.replicate("gone-1", dst)  # and the next transfer takes the receive it starts ahead
     assert list(dst.sets()) == ["gone-1"] and dst.verify() == []
     assert _receiving(dst) == [] and not _receive_processes(dst)
-
-
-def test_the_btrfs_program_is_looked_up_once_and_missing_is_named(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    btrfs_program.cache_clear()
-    try:
-        monkeypatch.setenv("PATH", str(tmp_path))
-        with pytest.raises(FailedPrecondition, match="btrfs-progs is not installed"):
-            btrfs_program()
-        monkeypatch.undo()
-        found = btrfs_program()
-        assert os.path.isabs(found) and os.access(found, os.X_OK)
-        monkeypatch.setenv("PATH", str(tmp_path))
-        assert btrfs_program() == found  # kept: no PATH walk on the way to each send and receive
-    finally:
-        btrfs_program.cache_clear()
 
 
 def _receive_raw(

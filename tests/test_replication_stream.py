@@ -1,5 +1,6 @@
-"""How the source forwards `btrfs send`'s output (replication/btrfs.py forward_stream): a pipe
-written by a thread stands in for `btrfs send`, so no root or btrfs is needed.
+"""How the agents run `btrfs send`/`receive` and forward the stream (replication/btrfs.py),
+without root or btrfs: a pipe written by a thread stands in for `btrfs send`, and small scripts
+named `btrfs` on PATH for the program.
 
 What matters to the target: a pause in the stream sends what came before it (compressed or not;
 with compression zstd would otherwise keep up to a block of it), messages stay within their size,
@@ -9,15 +10,18 @@ and the bytes that arrive are the stream's, in order.
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import zstandard
 
+from reconciler.errors import FailedPrecondition
 from reconciler.replication import wire
-from reconciler.replication.btrfs import MESSAGE_SIZE, forward_stream
+from reconciler.replication.btrfs import MESSAGE_SIZE, btrfs_program, forward_stream, start_btrfs
 from reconciler.replication.progress import Meter
 from reconciler.v1 import replication_pb2 as rpb
 
@@ -100,3 +104,41 @@ def test_a_burst_travels_in_bounded_messages_and_arrives_whole(compression: bool
     if compression:
         payload = zstandard.ZstdDecompressor().decompressobj().decompress(payload)
     assert payload == data
+
+
+def _fake_btrfs(directory: Path, says: str) -> Path:
+    directory.mkdir()
+    path = directory / "btrfs"
+    path.write_text(f'#!/bin/sh\necho {says} "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_the_btrfs_program_is_found_once_again_after_it_moved_and_missing_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    btrfs_program.cache_clear()
+    try:
+        monkeypatch.setenv("PATH", str(tmp_path / "none"))
+        with pytest.raises(FailedPrecondition, match="btrfs-progs is not installed"):
+            btrfs_program()
+        old = _fake_btrfs(tmp_path / "old", "old")
+        monkeypatch.setenv("PATH", f"{tmp_path / 'new'}:{old.parent}")
+        assert btrfs_program() == str(old)  # found now (a failed lookup is not kept) ...
+        _fake_btrfs(tmp_path / "new", "new")
+        assert btrfs_program() == str(old)  # ... and kept: no PATH walk for each process
+
+        def run() -> str:
+            err = os.fdopen(os.memfd_create("err"), "w+b")
+            with err:
+                proc = start_btrfs(
+                    ["send", "x"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err
+                )
+                out, _ = proc.communicate()
+            return out.decode().strip()
+
+        assert run() == "old send x"
+        old.unlink()  # btrfs-progs reinstalled elsewhere
+        assert run() == "new send x"
+    finally:
+        btrfs_program.cache_clear()

@@ -136,6 +136,21 @@ def _boost(pid: int) -> None:
         os.setpriority(os.PRIO_PROCESS, pid, -5)
 
 
+def start_btrfs(
+    args: list[str], *, stdin: int | IO[bytes] | None, stdout: int | IO[bytes] | None, stderr: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """Start `btrfs ARGS` (by the path btrfs_program found; if the program has moved since,
+    btrfs-progs reinstalled elsewhere, it is looked up again), at a higher priority than the
+    agent's threads that feed it."""
+    try:
+        proc = subprocess.Popen([btrfs_program(), *args], stdin=stdin, stdout=stdout, stderr=stderr)
+    except FileNotFoundError:
+        btrfs_program.cache_clear()
+        proc = subprocess.Popen([btrfs_program(), *args], stdin=stdin, stdout=stdout, stderr=stderr)
+    _boost(proc.pid)
+    return proc
+
+
 def _bigger_pipe(fd: int) -> None:
     """A deeper pipe between btrfs and us smooths out who waits for whom (root may go past
     /proc/sys/fs/pipe-max-size, 1 MiB by default; otherwise that is what we get)."""
@@ -200,17 +215,16 @@ def start_send(backend: BtrfsBackend, *, set_id: str, volume: str, parent_set_id
     volume's send while it is still agreeing on the parent with the target, on the parent it
     expects; `btrfs send -p` spends its first moments walking both trees, which then overlaps
     the round trip instead of following it."""
-    cmd = [btrfs_program(), "send", "-q"]
+    args = ["send", "-q"]
     if parent_set_id:
-        cmd += ["-p", str(backend.snapshot_path(parent_set_id, volume))]
-    cmd.append(str(backend.snapshot_path(set_id, volume)))
+        args += ["-p", str(backend.snapshot_path(parent_set_id, volume))]
+    args.append(str(backend.snapshot_path(set_id, volume)))
     err = _stderr_file()
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        proc = start_btrfs(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
     except BaseException:
         err.close()
         raise
-    _boost(proc.pid)
     assert proc.stdout is not None
     _bigger_pipe(proc.stdout.fileno())
     sending = SendProcess(set_id, volume, parent_set_id, proc, err)
@@ -392,13 +406,12 @@ class BtrfsSink:
         err = _stderr_file()
         try:
             # --chroot: a hostile stream cannot write outside the staging directory
-            proc = subprocess.Popen(
-                [btrfs_program(), "receive", "-q", "--chroot", str(staging)],
+            proc = start_btrfs(
+                ["receive", "-q", "--chroot", str(staging)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )
-            _boost(proc.pid)
         except BaseException:
             err.close()
             self.backend.remove_volume_tree(staging)
