@@ -53,7 +53,7 @@ def warn_without_btrfs_progs(backends: Mapping[str, Backend]) -> None:
         btrfs_program()
     except FailedPrecondition as exc:
         log.warning(
-            "%s; btrfs pool(s) %s work, but cannot send or receive snapshots (offsite sync) until it is",
+            "%s; btrfs pool(s) %s take and restore snapshots, but cannot send or receive them (offsite sync) until it is installed",
             exc,
             ", ".join(pools),
         )

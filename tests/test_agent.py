@@ -252,4 +252,7 @@ def test_btrfs_pools_on_a_node_without_btrfs_progs_are_named_at_start(
         chunks.close()
     (rec,) = caplog.records
     assert "btrfs-progs is not installed" in rec.getMessage()
-    assert "btrfs pool(s) cold, fast work, but cannot send or receive snapshots" in rec.getMessage()
+    assert (
+        "btrfs pool(s) cold, fast take and restore snapshots, but cannot send or receive them"
+        in rec.getMessage()
+    )
