@@ -22,7 +22,7 @@ from .backends.base import Backend
 from .config import Config, NodeConfig, PoolConfig
 from .demo import seed_volume
 from .errors import FailedPrecondition, InvalidArgument
-from .replication.btrfs import btrfs_program
+from .replication.btrfs import btrfs_program, send_stream_version
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def warn_without_btrfs_progs(backends: Mapping[str, Backend]) -> None:
         return
     try:
         btrfs_program()
+        send_stream_version()  # looked up once, now rather than in the first transfer
     except FailedPrecondition as exc:
         log.warning(
             "%s; btrfs pool(s) %s take and restore snapshots, but cannot send or receive them (offsite sync) until it is installed",

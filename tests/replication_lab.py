@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,11 +20,38 @@ import grpc
 from reconciler.agent.api import CreateSetRequest, SnapshotKey, Target
 from reconciler.agent.client import AgentClient
 from reconciler.domain import SnapshotInfo
+from reconciler.replication import wire
 from reconciler.replication.api import Peer, ReplicateOutcome, ReplicateSpec
 from reconciler.replication.client import ReplicationClient
 from reconciler.replication.progress import TransferStats
 from reconciler.tlslab import LabPKI, LeafFiles
+from reconciler.v1 import replication_pb2 as rpb
 from tests.helpers import AgentProcess, write
+
+
+class CollectLink:
+    """A Link (replication/link.py) that keeps what a sender sends, with when, and answers nothing."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, bytes]] = []
+
+    def send(self, msg: rpb.ReceiveRequest) -> None:
+        self.frames.append((time.monotonic(), wire.encode(msg)))
+
+    def send_raw(self, frame: bytes) -> None:
+        self.frames.append((time.monotonic(), frame))
+
+    def recv(self) -> rpb.ReceiveResponse:
+        raise AssertionError("a collecting link has no answers")
+
+    def data(self) -> bytes:
+        """The data messages' payloads, joined."""
+        out = []
+        for _t, frame in self.frames:
+            d = wire.decode(frame)
+            if d.kind == "data" and d.data is not None:
+                out.append(bytes(d.data))
+        return b"".join(out)
 
 
 def creds(pki: LabPKI, leaf: LeafFiles) -> grpc.ChannelCredentials:

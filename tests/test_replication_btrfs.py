@@ -8,6 +8,7 @@ store layout. An interrupted receive leaves nothing that looks like a snapshot.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -18,16 +19,18 @@ import pytest
 
 from reconciler import serde
 from reconciler.backends import btrfs_ioctl as ioc
+from reconciler.backends.btrfs import BtrfsBackend
 from reconciler.domain import SnapshotInfo
 from reconciler.errors import StorageFull, Unavailable
+from reconciler.replication import btrfs as btrfs_repl
 from reconciler.replication.api import REPLICATION_PROTOCOL, ReplicateSpec
 from reconciler.replication.btrfs import subvol_info
-from reconciler.replication.progress import TransferStats
+from reconciler.replication.progress import Meter, TransferStats
 from reconciler.tlslab import LabPKI, create_lab_pki
 from reconciler.v1 import replication_pb2 as rpb
 from reconciler.v1 import replication_pb2_grpc as rpb_grpc
 from tests.helpers import wait_for
-from tests.replication_lab import Site, change_volume, creds, fill_volume, read_tree
+from tests.replication_lab import CollectLink, Site, change_volume, creds, fill_volume, read_tree
 
 pytestmark = [pytest.mark.root, pytest.mark.btrfs]
 
@@ -345,3 +348,47 @@ def test_a_full_target_filesystem_fails_the_receive_cleanly(
     finally:
         src.stop()
         full.stop()
+
+
+def test_the_stream_carries_the_version_both_ends_read_and_a_send_started_on_another_is_redone(
+    btrfs_dir: Path,
+) -> None:
+    """The source starts its first send ahead in the newest stream version it can send; when the
+    target reads only an older one (its ready says so), that send is stopped and the volume is
+    sent again in the older version. The version is in the stream's header."""
+    _subvolume(btrfs_dir / "vm1")
+    fill_volume(btrfs_dir / "vm1", seed=3, big_mb=1, small=3)
+    backend = BtrfsBackend(pool="main", root=btrfs_dir)
+    try:
+        backend.snapshot(set_id="v-1", volume="vm1")
+        newest = btrfs_repl.send_stream_version()
+
+        def header_version(stream_version: int, started: btrfs_repl.SendProcess | None = None) -> int:
+            link = CollectLink()
+            btrfs_repl.send_volume(
+                backend,
+                link,
+                Meter(),
+                set_id="v-1",
+                volume="vm1",
+                parent_set_id="",
+                compression=False,
+                logical_bytes=0,
+                stream_version=stream_version,
+                started=started,
+            )
+            data = link.data()
+            assert data[:13] == b"btrfs-stream\0"
+            return int.from_bytes(data[13:17], "little")
+
+        assert header_version(1) == 1
+        assert header_version(newest) == newest
+        if newest == 1:
+            pytest.skip("this kernel or btrfs-progs sends stream v1 only: nothing to fall back from")
+        ahead = btrfs_repl.start_send(
+            backend, set_id="v-1", volume="vm1", parent_set_id="", stream_version=newest
+        )
+        assert header_version(1, started=ahead) == 1
+        assert ahead.proc.returncode == -signal.SIGKILL  # the send started ahead was stopped
+    finally:
+        backend.close()

@@ -20,26 +20,11 @@ import pytest
 import zstandard
 
 from reconciler.errors import FailedPrecondition
+from reconciler.replication import btrfs as btrfs_repl
 from reconciler.replication import wire
 from reconciler.replication.btrfs import MESSAGE_SIZE, btrfs_program, forward_stream, start_btrfs
 from reconciler.replication.progress import Meter
-from reconciler.v1 import replication_pb2 as rpb
-
-
-class _Collect:
-    """A Link that keeps what is sent, with when."""
-
-    def __init__(self) -> None:
-        self.frames: list[tuple[float, bytes]] = []
-
-    def send(self, msg: rpb.ReceiveRequest) -> None:
-        self.frames.append((time.monotonic(), wire.encode(msg)))
-
-    def send_raw(self, frame: bytes) -> None:
-        self.frames.append((time.monotonic(), frame))
-
-    def recv(self) -> rpb.ReceiveResponse:
-        raise AssertionError("not used")
+from tests.replication_lab import CollectLink
 
 
 def _payloads(frames: list[tuple[float, bytes]]) -> Iterator[bytes]:
@@ -49,11 +34,11 @@ def _payloads(frames: list[tuple[float, bytes]]) -> Iterator[bytes]:
         yield bytes(d.data)
 
 
-def _forward(writes: list[bytes | float], *, compression: bool) -> tuple[_Collect, list[float], int]:
+def _forward(writes: list[bytes | float], *, compression: bool) -> tuple[CollectLink, list[float], int]:
     """Run forward_stream on a pipe that a thread writes `writes` to (a float: pause that long);
     returns the link, when each write was done, and the stream bytes counted."""
     r, w = os.pipe()
-    link = _Collect()
+    link = CollectLink()
     done: list[float] = []
 
     def writer() -> None:
@@ -142,3 +127,44 @@ def test_the_btrfs_program_is_found_once_again_after_it_moved_and_missing_is_nam
         assert run() == "new send x"
     finally:
         btrfs_program.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("progs", "kernel", "receives", "sends"),
+    [
+        ("btrfs-progs v6.2", "2", 2, 2),
+        ("btrfs-progs v5.18.1", "2", 2, 2),
+        ("btrfs-progs v5.17", "2", 1, 1),  # too old to read or write v2
+        ("btrfs-progs v6.6", "1", 2, 1),  # the kernel cannot send v2 (it can still receive it)
+        ("btrfs-progs v6.6", "3", 2, 2),  # a debug kernel's v3 is not used
+        ("something else", "2", 1, 1),
+    ],
+)
+def test_the_btrfs_stream_version_is_what_both_progs_and_kernel_support(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, progs: str, kernel: str, receives: int, sends: int
+) -> None:
+    _fake_btrfs(tmp_path / "bin", f"'{progs}'")  # what `btrfs --version` prints, and more
+    sysfs = tmp_path / "send_stream_version"
+    sysfs.write_text(kernel + "\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setattr(btrfs_repl, "SEND_STREAM_SYSFS", sysfs)
+    btrfs_program.cache_clear()
+    btrfs_repl._progs_version.cache_clear()
+    try:
+        assert btrfs_repl.receive_stream_version() == receives
+        assert btrfs_repl.send_stream_version() == sends
+    finally:
+        btrfs_program.cache_clear()
+        btrfs_repl._progs_version.cache_clear()
+
+
+def test_without_btrfs_progs_the_stream_version_is_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    btrfs_program.cache_clear()
+    btrfs_repl._progs_version.cache_clear()
+    try:
+        assert btrfs_repl.receive_stream_version() == 1
+        assert btrfs_repl.send_stream_version() == 1
+    finally:
+        btrfs_program.cache_clear()
+        btrfs_repl._progs_version.cache_clear()

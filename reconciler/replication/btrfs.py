@@ -21,6 +21,7 @@ import fcntl
 import functools
 import logging
 import os
+import re
 import secrets
 import select
 import shutil
@@ -55,6 +56,13 @@ MESSAGE_SIZE = 4 << 20
 STDERR_MAX = 64 << 10  # what an error message quotes of a btrfs process's stderr, at most
 FLUSH_AFTER = 0.01  # seconds the first byte of a message waits for more, at most
 FLUSH_IDLE = 0.001  # seconds without more output from `btrfs send` after which a message leaves
+# The newest send stream version used. v2 carries file data in larger commands: through a local
+# pipe, an 8.4 MB incremental took 92 ms instead of 112 ms, a 1 GB full stream 3.2 s instead of
+# 3.5 s (medians of 5 and 3). It needs btrfs-progs 5.18 on both ends and Linux 5.18 to send;
+# v3 is not final (debug kernels only).
+MAX_STREAM = 2
+PROGS_FOR_V2 = (5, 18)
+SEND_STREAM_SYSFS = Path("/sys/fs/btrfs/features/send_stream_version")
 F_SETPIPE_SZ = 1031
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 UUID_LEN = 16
@@ -131,6 +139,30 @@ def btrfs_program() -> str:
     return os.path.abspath(found)
 
 
+@functools.cache
+def _progs_version() -> tuple[int, ...]:
+    out = subprocess.run([btrfs_program(), "--version"], capture_output=True, text=True, timeout=30).stdout
+    m = re.search(r"v(\d+)\.(\d+)", out)
+    return (int(m[1]), int(m[2])) if m else (0,)
+
+
+def receive_stream_version() -> int:
+    """The newest btrfs send stream version this node's `btrfs receive` reads (1 when unsure)."""
+    try:
+        return MAX_STREAM if _progs_version() >= PROGS_FOR_V2 else 1
+    except (ReconcilerError, OSError, subprocess.SubprocessError):
+        return 1
+
+
+def send_stream_version() -> int:
+    """The newest this node can send: what its btrfs-progs and its kernel both support."""
+    try:
+        kernel = int(SEND_STREAM_SYSFS.read_text())
+    except (OSError, ValueError):
+        kernel = 1
+    return max(1, min(kernel, receive_stream_version()))
+
+
 def _boost(pid: int) -> None:
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, pid, -5)
@@ -199,6 +231,7 @@ class SendProcess:
     proc: subprocess.Popen[bytes]
     err: IO[bytes]
     parent_identity: bytes = b""  # looked up while the send starts: the parent check needs it
+    stream_version: int = 1
 
     def stop(self) -> None:
         """Kill it (if still running) and release what it holds."""
@@ -210,12 +243,16 @@ class SendProcess:
         self.err.close()
 
 
-def start_send(backend: BtrfsBackend, *, set_id: str, volume: str, parent_set_id: str) -> SendProcess:
+def start_send(
+    backend: BtrfsBackend, *, set_id: str, volume: str, parent_set_id: str, stream_version: int = 1
+) -> SendProcess:
     """Start `btrfs send` (its output waits in the pipe until read). The sender starts the first
     volume's send while it is still agreeing on the parent with the target, on the parent it
     expects; `btrfs send -p` spends its first moments walking both trees, which then overlaps
     the round trip instead of following it."""
     args = ["send", "-q"]
+    if stream_version > 1:
+        args += ["--proto", str(stream_version)]
     if parent_set_id:
         args += ["-p", str(backend.snapshot_path(parent_set_id, volume))]
     args.append(str(backend.snapshot_path(set_id, volume)))
@@ -227,7 +264,7 @@ def start_send(backend: BtrfsBackend, *, set_id: str, volume: str, parent_set_id
         raise
     assert proc.stdout is not None
     _bigger_pipe(proc.stdout.fileno())
-    sending = SendProcess(set_id, volume, parent_set_id, proc, err)
+    sending = SendProcess(set_id, volume, parent_set_id, proc, err, stream_version=stream_version)
     if parent_set_id:
         sending.parent_identity = identity_of(backend, parent_set_id, volume)
     return sending
@@ -243,17 +280,20 @@ def send_volume(
     parent_set_id: str,
     compression: bool,
     logical_bytes: int,
+    stream_version: int = 1,
     started: SendProcess | None = None,
 ) -> tuple[int, int]:
     """Stream `btrfs send` of one snapshot; returns (wire bytes, stream bytes). `started`: a send
-    begun ahead (start_send), used if it is of this volume against this parent, else stopped.
+    begun ahead (start_send), used if it is of this volume against this parent in this stream
+    version (the one both ends read: see send_stream_version), else stopped.
     Returns after volume_end without waiting for the target's volume_done: the caller reads those
     before the commit's answer (one round trip less per volume)."""
-    if started is not None and (started.set_id, started.volume, started.parent_set_id) != (
-        set_id,
-        volume,
-        parent_set_id,
-    ):
+    if started is not None and (
+        started.set_id,
+        started.volume,
+        started.parent_set_id,
+        started.stream_version,
+    ) != (set_id, volume, parent_set_id, stream_version):
         started.stop()
         started = None
     wire0 = meter.stats.wire_bytes
@@ -271,7 +311,9 @@ def send_volume(
                 )
             )
         )
-        sending = started or start_send(backend, set_id=set_id, volume=volume, parent_set_id=parent_set_id)
+        sending = started or start_send(
+            backend, set_id=set_id, volume=volume, parent_set_id=parent_set_id, stream_version=stream_version
+        )
     except BaseException:
         if started is not None:
             started.stop()

@@ -290,6 +290,9 @@ class ReceiveSession:
             self.sink = btrfs_repl.BtrfsSink(pool.backend, m.set_id, expected=wanted)
         else:
             raise FailedPrecondition(f"pool {pool.name}: {pool.backend.kind} pools cannot receive sets")
+        stream_version = (
+            btrfs_repl.receive_stream_version() if isinstance(self.sink, btrfs_repl.BtrfsSink) else 0
+        )
         return rpb.ReceiveResponse(
             ready=rpb.ReceiveReady(
                 node=self.agent.node,
@@ -297,6 +300,7 @@ class ReceiveSession:
                 backend=pool.backend.kind,
                 holdings=self._holdings(pool, {v for v in volumes if v not in self.present}),
                 present=sorted(self.present),
+                btrfs_stream=stream_version,
             )
         )
 

@@ -528,6 +528,11 @@ class Sender:
                     (h.set_id, created.timestamp() if created else 0.0, h.identity)
                 )
             present = set(ready.present)
+            # btrfs: the newest stream version both this kernel and btrfs-progs send and the
+            # target's receive reads (an older target does not say: 1)
+            version = 1
+            if isinstance(pool.backend, BtrfsBackend):
+                version = min(btrfs_repl.send_stream_version(), ready.btrfs_stream or 1)
             reports: list[VolumeReport] = [VolumeReport(v, already_present=True) for v in sorted(present)]
             todo = [s for s in members if s.volume not in present]
             done = len(present)
@@ -536,7 +541,7 @@ class Sender:
             for snap in todo:
                 parent = self._parent(pool, snap, holdings.get(snap.volume, []), early)
                 started, early = early, None  # send_volume uses it or stops it
-                reports.append(self._send_volume(stream, pool, snap, parent, meter, started))
+                reports.append(self._send_volume(stream, pool, snap, parent, meter, version, started))
                 if isinstance(pool.backend, BtrfsBackend):
                     acks += 1
                 done += 1
@@ -579,7 +584,11 @@ class Sender:
             key=lambda s: (any(h.startswith("base:") for h in s.holds), s.created, s.set_id), reverse=True
         )
         return btrfs_repl.start_send(
-            backend, set_id=snap.set_id, volume=snap.volume, parent_set_id=older[0].set_id if older else ""
+            backend,
+            set_id=snap.set_id,
+            volume=snap.volume,
+            parent_set_id=older[0].set_id if older else "",
+            stream_version=btrfs_repl.send_stream_version(),  # the target most likely reads it too
         )
 
     def _parent(
@@ -618,6 +627,7 @@ class Sender:
         snap: SnapshotInfo,
         parent: str,
         meter: Meter,
+        stream_version: int = 1,
         started: btrfs_repl.SendProcess | None = None,
     ) -> VolumeReport:
         backend = pool.backend
@@ -642,6 +652,7 @@ class Sender:
                 parent_set_id=parent,
                 compression=self.spec.compression,
                 logical_bytes=snap.logical_bytes,
+                stream_version=stream_version,
                 started=started,
             )
             return VolumeReport(snap.volume, parent, wire, sent)

@@ -247,18 +247,20 @@ class Holding(_message.Message):
     def __init__(self, set_id: _Optional[str] = ..., volume: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., identity: _Optional[bytes] = ...) -> None: ...
 
 class ReceiveReady(_message.Message):
-    __slots__ = ("node", "pool", "backend", "holdings", "present")
+    __slots__ = ("node", "pool", "backend", "holdings", "present", "btrfs_stream")
     NODE_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     HOLDINGS_FIELD_NUMBER: _ClassVar[int]
     PRESENT_FIELD_NUMBER: _ClassVar[int]
+    BTRFS_STREAM_FIELD_NUMBER: _ClassVar[int]
     node: str
     pool: str
     backend: str
     holdings: _containers.RepeatedCompositeFieldContainer[Holding]
     present: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, node: _Optional[str] = ..., pool: _Optional[str] = ..., backend: _Optional[str] = ..., holdings: _Optional[_Iterable[_Union[Holding, _Mapping]]] = ..., present: _Optional[_Iterable[str]] = ...) -> None: ...
+    btrfs_stream: int
+    def __init__(self, node: _Optional[str] = ..., pool: _Optional[str] = ..., backend: _Optional[str] = ..., holdings: _Optional[_Iterable[_Union[Holding, _Mapping]]] = ..., present: _Optional[_Iterable[str]] = ..., btrfs_stream: _Optional[int] = ...) -> None: ...
 
 class NeedChunks(_message.Message):
     __slots__ = ("digests", "last")
