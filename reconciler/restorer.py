@@ -61,11 +61,18 @@ def existing_targets(plan: RestorePlan, clients: Mapping[str, AgentClient]) -> l
     return out
 
 
+def safety_set_id(now: datetime) -> str:
+    return f"safety-{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
 def take_safety_set(
-    s: SnapshotSet, steps: tuple[RestoreStep, ...], clients: Mapping[str, AgentClient], now: datetime
-) -> str:
+    s: SnapshotSet,
+    steps: tuple[RestoreStep, ...],
+    clients: Mapping[str, AgentClient],
+    now: datetime,
+    set_id: str,
+) -> None:
     """One safety set of every volume about to be overwritten, on all nodes, before anything changes."""
-    set_id = f"safety-{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
     labels = {
         LABEL_SCOPE: s.scope,
         LABEL_KIND: SetKind.SAFETY.value,
@@ -94,7 +101,6 @@ def take_safety_set(
         )
 
     per_node(sorted(by_node), one, thread_name="restore")  # any failure raises: no safety set, no restore
-    return set_id
 
 
 def run_plan(
@@ -112,12 +118,15 @@ def run_plan(
     safety = ""
     if plan.safety_snapshot:
         progress("", ProgressEvent(phase="safety snapshot", message=f"{len(plan.steps)} volume(s)"))
+        safety = safety_set_id(now)
         try:
-            safety = take_safety_set(s, plan.steps, clients, now)
+            take_safety_set(s, plan.steps, clients, now, safety)
         except ReconcilerError as exc:
             if type(exc).__init__ is not ReconcilerError.__init__:
                 raise
-            raise type(exc)(f"the safety snapshot failed, so nothing was restored: {exc}") from exc
+            # named: a node may have taken its part before the failure (or before an answer that
+            # never came), and that part stays, as any safety set, until it expires
+            raise type(exc)(f"the safety snapshot {safety} failed, so nothing was restored: {exc}") from exc
     req = plan.request
     by_node: dict[str, list[RestoreStep]] = {}
     for st in plan.steps:
