@@ -283,10 +283,49 @@ def cmd_plan(ns: argparse.Namespace) -> int:
         print(table([[k["set_id"], k["rule"], k["reason"]] for k in kept], ["KEPT", "RULE", "WHY"]))
     elif kept:
         print(f"{len(kept)} set(s) kept (show why with -v)")
+    _print_sync_plan(p, verbose=ns.verbose)
     for w in p.get("warnings", []):
         print(f"warning: {w}")
     print(f"next wakeup: {short_time(p.get('next_wakeup'))}")
     return 0
+
+
+SYNC_ROWS = 20  # offsite decisions shown without -v (a target down for long has many waiting)
+
+
+def _print_sync_plan(p: dict[str, Any], *, verbose: bool) -> None:
+    """The offsite part of `reconciler plan`: what the next sync pass would send, leave waiting,
+    prune on a target, hold or release, and why."""
+    decisions = p.get("sync", [])
+    if decisions:
+        rows = []
+        for d in decisions:
+            why = d.get("reason", "")
+            if d["kind"] == "wait" and d.get("until"):
+                why = f"{why} (until {short_time(d['until'])})"
+            elif d["kind"] == "hold":
+                change = [f"+{h}" for h in d.get("add_holds", [])] + [
+                    f"-{h}" for h in d.get("remove_holds", [])
+                ]
+                why = f"{' '.join(change)}: {why}"
+            where = d.get("target") or ("local" if d["kind"] == "hold" else "")
+            rows.append([d["kind"], where, d["set_id"], why])
+        shown = rows if verbose else rows[:SYNC_ROWS]
+        print()
+        print(table(shown, ["OFFSITE", "TARGET", "SET", "WHY"]))
+        if len(rows) > len(shown):
+            print(f"... and {len(rows) - len(shown)} more (-v or --json lists them all)")
+    remote_kept = p.get("remote_kept", [])
+    if remote_kept and verbose:
+        print()
+        print(
+            table(
+                [[k["set_id"], k["scope"], k["rule"], k["reason"]] for k in remote_kept],
+                ["KEPT ON TARGET", "TARGET:SCOPE", "RULE", "WHY"],
+            )
+        )
+    elif remote_kept:
+        print(f"{len(remote_kept)} set(s) kept on offsite targets (show why with -v)")
 
 
 def cmd_reload(ns: argparse.Namespace) -> int:

@@ -59,6 +59,7 @@ from .restore import (
 )
 from .restorer import RestoreOutcome, existing_targets, run_plan
 from .settings import DaemonSettings
+from .syncplan import SyncPlan, with_local_holds
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,14 @@ class PoolOutcome:
     message: str
     problems: list[str] = field(default_factory=list)
     bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    """What a pass would do now (`reconciler plan`): the planner's plan, and offsite sync's."""
+
+    plan: Plan
+    sync: SyncPlan | None
 
 
 @dataclass
@@ -272,11 +281,18 @@ class Daemon:
     def observe(self) -> ObservedState:
         return self.observer.observe(self.nodes.clients, self.clock())
 
-    def compute_plan(self) -> Plan:
+    def compute_plan(self) -> DryRun:
+        """Read-only: plan as a pass would, offsite sync included. As in a pass, the local holds
+        offsite sync asks for count before planning (here applied to the view, not the agents)."""
         with self._lock:
             st = self.state()
             observed = self.observe()
-            return make_plan(st.desired, observed, self.clock())
+            now = self.clock()
+        # the targets are observed outside the lock: a slow target must not hold up the passes
+        sync = self.sync.preview(observed, now)
+        if sync is not None:
+            observed = with_local_holds(observed, sync.holds)
+        return DryRun(make_plan(st.desired, observed, now), sync)
 
     def run_pass(self) -> PassResult:
         started = time.monotonic()

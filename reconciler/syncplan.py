@@ -48,6 +48,7 @@ __all__ = [
     "BASE_HOLD",
     "SYNC_HOLD",
     "SYNCBACK_HOLD",
+    "SENDING_NOW",
     "HoldChange",
     "ManualRequest",
     "RemoteDelete",
@@ -63,11 +64,13 @@ __all__ = [
     "sync_hold",
     "syncback_hold",
     "window_state",
+    "with_local_holds",
 ]
 
 BASE_HOLD = "base:"
 SYNC_HOLD = "sync:"
 SYNCBACK_HOLD = "syncback-until:"
+SENDING_NOW = "sending now"  # the reason of a Waiting entry whose transfer is running
 _HOLD_TIME = "%Y%m%dT%H%M%SZ"
 MAX_RETRY_DELAY = timedelta(days=1)
 LABEL_ORIGIN_NODE = "origin_node"  # replication/api.py writes it on received snapshots
@@ -441,7 +444,7 @@ class _Planner:
         s = cand.s
         key = (name, s.set_id)
         if key in self.running:
-            self.waiting.append(Waiting(name, s.set_id, "sending now"))
+            self.waiting.append(Waiting(name, s.set_id, SENDING_NOW))
             return
         state = self.history.get(key, TransferState())
         manual = cand.manual
@@ -671,3 +674,33 @@ def plan_sync(
     """What offsite sync should do now. Pure and deterministic: equal inputs give equal plans.
     `retain` is the planner's `plan` (remote retention); None skips remote pruning."""
     return _Planner(config, local, remote, transfers or {}, manual, running, now, retain).run()
+
+
+def with_local_holds(local: ObservedState, changes: Sequence[HoldChange]) -> ObservedState:
+    """`local` as it will be once the local hold changes of a sync plan are applied (pure).
+
+    The daemon's pass applies them on the agents before it plans; a read-only plan (`reconciler
+    plan`) applies them here instead, so that it shows what the pass would really do (a set held
+    until it is synced is not shown as deleted)."""
+    by_set: dict[str, list[HoldChange]] = {}
+    for h in changes:
+        if not h.target:
+            by_set.setdefault(h.set_id, []).append(h)
+    if not by_set:
+        return local
+    sets = dict(local.sets)
+    for set_id, hs in by_set.items():
+        s = sets.get(set_id)
+        if s is None:
+            continue
+        members = []
+        for m in s.members:
+            held = m.snapshot.holds
+            for h in hs:
+                if m.ref in h.refs:
+                    held = (held - h.remove) | h.add
+            members.append(
+                m if held == m.snapshot.holds else replace(m, snapshot=replace(m.snapshot, holds=held))
+            )
+        sets[set_id] = replace(s, members=tuple(members))
+    return replace(local, sets=sets)

@@ -211,6 +211,58 @@ def test_an_unreachable_target_blocks_only_its_base_and_catches_up(
         assert [s for s, m in src.sets().items() if "base:dr" in holds(m)] == [newest]
 
 
+def test_plan_shows_what_offsite_sync_would_send_prune_hold_and_leave_waiting(
+    pki: LabPKI, sites: tuple[Site, Site], tmp_path: Path
+) -> None:
+    src, dr = sites
+    clock = Clock()
+    item = {"from": "daily/midnight", "retention": "2d", "hold_until_synced": True}
+    with daemon(config(pki, src, dr, target={"items": [item]}), tmp_path / "state", clock) as d:
+        d.run_pass()
+        settle(d, dr)
+        for _ in range(2):
+            clock.advance(days=1)
+            settle(d, dr)
+        on_target = sorted(dr.sets(), key=lambda s: dr.sets()[s][0].created)
+        assert len(on_target) == 2  # the newest is the base
+        clock.advance(days=1, hours=1)
+        # the day's set, made without a pass (a pass would wake the sync loop, which sends it)
+        before = set(local_sets(d))
+        d.executor.run(d.compute_plan().plan.actions)
+        (new,) = set(local_sets(d)) - before
+
+        p = cli_json(d.settings.state_dir, "plan")
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for dec in p["sync"]:
+            by_kind.setdefault(dec["kind"], []).append(dec)
+        (send,) = by_kind["send"]
+        assert send["target"] == "dr" and send["set_id"] == new and send["reason"]
+        (prune,) = by_kind["prune"]  # 2 days old there; the other one is the base
+        assert prune["target"] == "dr" and prune["set_id"] == on_target[0] and "expired" in prune["reason"]
+        (hold,) = by_kind["hold"]  # not applied yet: the plan only shows it
+        assert hold["target"] == "" and hold["set_id"] == new and hold["add_holds"] == ["sync:dr"]
+        assert "sync:dr" not in holds(src.sets()[new])
+        assert {k["set_id"] for k in p["remote_kept"]} == {on_target[1]}
+        human = cli(d.settings.state_dir, "plan", check=True).stdout
+        assert "OFFSITE" in human and f"send     dr      {new}" in human and "+sync:dr" in human
+
+        # what the plan showed is what the passes do
+        settle(d, dr, expect={new})
+        assert set(dr.sets()) == {on_target[1], new}
+        assert cli_json(d.settings.state_dir, "plan")["sync"] == []
+
+        # a target that is down: the plan still answers, and says why a new set waits
+        dr.stop()
+        clock.advance(days=1)
+        before = set(local_sets(d))
+        d.executor.run(d.compute_plan().plan.actions)
+        (newer,) = set(local_sets(d)) - before
+        waiting = [dec for dec in cli_json(d.settings.state_dir, "plan")["sync"] if dec["kind"] == "wait"]
+        # nothing is known of the target: what its retention would keep waits, the new set too
+        assert newer in {w["set_id"] for w in waiting}
+        assert all(w["target"] == "dr" and "unreachable" in w["reason"] for w in waiting)
+
+
 def test_sync_by_hand_windows_and_sync_back(pki: LabPKI, sites: tuple[Site, Site], tmp_path: Path) -> None:
     src, dr = sites
     clock = Clock()

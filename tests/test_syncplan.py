@@ -11,8 +11,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.config import Config, WindowConfig
+from reconciler.config import Config, WindowConfig, desired_state
 from reconciler.domain import (
+    ActionKind,
     ImmutableState,
     ObservedMember,
     ObservedState,
@@ -32,6 +33,7 @@ from reconciler.syncplan import (
     sync_hold,
     syncback_hold,
     window_state,
+    with_local_holds,
 )
 
 NOW = datetime(2026, 5, 6, 12, 0, tzinfo=UTC)  # a Wednesday
@@ -205,6 +207,35 @@ def test_priority_orders_items_and_hold_until_synced_holds_locally() -> None:
     held = local_sets([0], holds=frozenset({sync_hold("dr")}))
     p = plan_sync(cfg, observed(*held), {"dr": remote("dr", held)}, now=NOW)
     assert {(h.set_id, tuple(h.remove)) for h in p.holds if h.target == ""} >= {(sid(0), (sync_hold("dr"),))}
+
+
+def test_a_read_only_plan_counts_the_holds_sync_would_add_first() -> None:
+    """`reconciler plan` does not apply holds: it plans over the view with them, and gets what a
+    pass gets after applying them on the agents (a set held until synced is not deleted)."""
+    raw = config(
+        retention="1d",
+        targets={
+            "dr": {
+                "address": "dr:7000",
+                "insecure": True,
+                "items": [{"from": "daily/midnight", "retention": "7d", "hold_until_synced": True}],
+            }
+        },
+    ).model_dump(by_alias=True, exclude_unset=True)
+    cfg = Config.model_validate({**raw, "system_snapshots": {"all": {"type": "full", "profile": "daily"}}})
+    desired = desired_state(cfg)
+    local = observed(*local_sets([0, 1, 2, 3]))
+    deletes = [a.set_id for a in plan(desired, local, NOW).actions if a.kind == ActionKind.DELETE]
+    assert sorted(deletes) == sorted([sid(1), sid(2), sid(3)])  # past the local retention of 1 day
+
+    p = plan_sync(cfg, local, {"dr": remote("dr", [])}, now=NOW, retain=plan)
+    viewed = plan(desired, with_local_holds(local, p.holds), NOW)
+    assert [a for a in viewed.actions if a.kind == ActionKind.DELETE] == []
+    applied = observed(*local_sets([0, 1, 2, 3], holds=frozenset({sync_hold("dr")})))
+    assert viewed == plan(desired, applied, NOW)
+    # holds on the target's copies are not the local view's business
+    remote_only = [h for h in p.holds if h.target]
+    assert with_local_holds(local, remote_only) is local
 
 
 def test_an_unreachable_target_keeps_its_holds_and_adds_none() -> None:

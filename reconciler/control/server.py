@@ -18,16 +18,17 @@ import grpc
 
 from .. import __version__
 from ..backends.base import ProgressEvent
-from ..domain import Action, ActionKind, Keep, Plan, SnapshotSet
+from ..domain import Action, ActionKind, Keep, SnapshotSet
 from ..errors import PermissionDenied
 from ..restore import RestorePlan, RestoreRequest, exposed_to
 from ..serde import from_ts, set_ts
+from ..syncplan import SENDING_NOW, SyncPlan
 from ..transport.status import abort
 from ..v1 import control_pb2 as cpb
 from ..v1 import control_pb2_grpc as cpb_grpc
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from ..daemon import Daemon, DryRun
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,55 @@ def keep_to_pb(k: Keep) -> cpb.KeepDecision:
     return cpb.KeepDecision(set_id=k.set_id, scope=k.scope, rule=k.rule, reason=k.reason)
 
 
-def plan_to_pb(p: Plan) -> cpb.PlanResponse:
+def sync_plan_to_pb(p: SyncPlan) -> list[cpb.PlannedSync]:
+    out = [
+        cpb.PlannedSync(
+            kind="send", target=t.target, set_id=t.set_id, scope=t.scope, reason=t.reason, priority=t.priority
+        )
+        for t in p.transfers
+    ]
+    for w in p.waiting:
+        ps = cpb.PlannedSync(
+            kind="sending" if w.reason == SENDING_NOW else "wait",
+            target=w.target,
+            set_id=w.set_id,
+            reason=w.reason,
+        )
+        set_ts(ps, "until", w.until)
+        out.append(ps)
+    out += [
+        cpb.PlannedSync(kind="prune", target=d.target, set_id=d.set_id, reason=d.reason) for d in p.deletes
+    ]
+    out += [
+        cpb.PlannedSync(
+            kind="hold",
+            target=h.target,
+            set_id=h.set_id,
+            reason=h.reason,
+            add_holds=sorted(h.add),
+            remove_holds=sorted(h.remove),
+        )
+        for h in p.holds
+    ]
+    return out
+
+
+def plan_to_pb(dry: DryRun) -> cpb.PlanResponse:
+    p = dry.plan
     out = cpb.PlanResponse(
         actions=[action_to_pb(a) for a in p.actions],
         kept=[keep_to_pb(k) for k in p.kept],
         warnings=list(p.warnings),
     )
+    if dry.sync is not None:
+        out.sync.extend(sync_plan_to_pb(dry.sync))
+        out.remote_kept.extend(keep_to_pb(k) for k in dry.sync.kept)
+        out.warnings.extend(dry.sync.warnings)
+        wake = min(filter(None, [p.next_wakeup, dry.sync.next_wakeup]), default=None)
+    else:
+        wake = p.next_wakeup
     set_ts(out, "now", p.now)
-    set_ts(out, "next_wakeup", p.next_wakeup)
+    set_ts(out, "next_wakeup", wake)
     return out
 
 

@@ -13,6 +13,7 @@ import grpc
 
 from ..durations import format_duration, parse_duration
 from ..errors import InvalidArgument, ReconcilerError, Unavailable
+from ..syncplan import SENDING_NOW
 from ..transport.status import from_rpc_error
 from ..v1 import sync_pb2 as spb
 from ..v1 import sync_pb2_grpc as spb_grpc
@@ -246,7 +247,7 @@ def print_sync_status(st: dict[str, Any]) -> None:
         print(
             table(arows, ["SENDING", "TARGET", "PHASE", "CHECKED", "SCANNED", "SENT", "WIRE", "RATE", "ETA"])
         )
-    waiting = [w for w in st.get("waiting", []) if w.get("reason") != "sending now"]
+    waiting = [w for w in st.get("waiting", []) if w.get("reason") != SENDING_NOW]
     if waiting:
         print()
         print(

@@ -407,6 +407,26 @@ class SyncManager:
         with self._pass_lock:  # the loop and a caller (tests, the CLI's request) never interleave
             return self._run_pass()
 
+    def preview(self, observed: ObservedState, now: datetime) -> SyncPlan | None:
+        """What a sync pass would do now, for `reconciler plan`: the targets are looked at afresh
+        (read-only), nothing is held, pruned or sent, and the sync loop is not woken."""
+        config = self._config()
+        if config is None:
+            return None
+        with self._pass_lock:  # the loop's pass and this one never observe a target at once
+            views = self.observe_targets(now)
+        with self._lock:
+            return plan_sync(
+                config,
+                observed,
+                views,
+                now=now,
+                transfers=dict(self._history),
+                manual=list(self._manual.values()),
+                running=frozenset(self._active),
+                retain=make_plan,
+            )
+
     def _run_pass(self) -> SyncPlan | None:
         config = self._config()
         if config is None:

@@ -161,19 +161,45 @@ class KeepDecision(_message.Message):
     reason: str
     def __init__(self, set_id: _Optional[str] = ..., scope: _Optional[str] = ..., rule: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class PlannedSync(_message.Message):
+    __slots__ = ("kind", "target", "set_id", "scope", "reason", "until", "priority", "add_holds", "remove_holds")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SET_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ADD_HOLDS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_HOLDS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    target: str
+    set_id: str
+    scope: str
+    reason: str
+    until: _timestamp_pb2.Timestamp
+    priority: int
+    add_holds: _containers.RepeatedScalarFieldContainer[str]
+    remove_holds: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[str] = ..., target: _Optional[str] = ..., set_id: _Optional[str] = ..., scope: _Optional[str] = ..., reason: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[int] = ..., add_holds: _Optional[_Iterable[str]] = ..., remove_holds: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class PlanResponse(_message.Message):
-    __slots__ = ("now", "actions", "kept", "next_wakeup", "warnings")
+    __slots__ = ("now", "actions", "kept", "next_wakeup", "warnings", "sync", "remote_kept")
     NOW_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     KEPT_FIELD_NUMBER: _ClassVar[int]
     NEXT_WAKEUP_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_KEPT_FIELD_NUMBER: _ClassVar[int]
     now: _timestamp_pb2.Timestamp
     actions: _containers.RepeatedCompositeFieldContainer[PlannedAction]
     kept: _containers.RepeatedCompositeFieldContainer[KeepDecision]
     next_wakeup: _timestamp_pb2.Timestamp
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, now: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actions: _Optional[_Iterable[_Union[PlannedAction, _Mapping]]] = ..., kept: _Optional[_Iterable[_Union[KeepDecision, _Mapping]]] = ..., next_wakeup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    sync: _containers.RepeatedCompositeFieldContainer[PlannedSync]
+    remote_kept: _containers.RepeatedCompositeFieldContainer[KeepDecision]
+    def __init__(self, now: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actions: _Optional[_Iterable[_Union[PlannedAction, _Mapping]]] = ..., kept: _Optional[_Iterable[_Union[KeepDecision, _Mapping]]] = ..., next_wakeup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., sync: _Optional[_Iterable[_Union[PlannedSync, _Mapping]]] = ..., remote_kept: _Optional[_Iterable[_Union[KeepDecision, _Mapping]]] = ...) -> None: ...
 
 class ReloadRequest(_message.Message):
     __slots__ = ()
