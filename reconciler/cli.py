@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -509,6 +510,21 @@ def cmd_files(ns: argparse.Namespace) -> int:
     return 0
 
 
+SYSTEM_CANCEL_WINDOW = 10  # seconds a whole-system restore waits after its plan, unless told otherwise
+MAX_CANCEL_WINDOW = 3600
+CANCEL_MARGIN = 0.3  # Ctrl-C closer than this to the window's end may come too late: not promised
+
+
+def _window_seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if not 0 <= value <= MAX_CANCEL_WINDOW:
+        raise argparse.ArgumentTypeError(f"must be 0-{MAX_CANCEL_WINDOW} seconds (got {value})")
+    return value
+
+
 def _confirm_interactively(ns: argparse.Namespace, what: str) -> bool:
     """Over-source restores need --yes; on a terminal we ask instead, naming what will be replaced."""
     if ns.yes or ns.dry_run or not sys.stdin.isatty():
@@ -518,6 +534,8 @@ def _confirm_interactively(ns: argparse.Namespace, what: str) -> bool:
 
 
 def cmd_restore(ns: argparse.Namespace) -> int:
+    from .restore import CANCEL_WINDOW_PHASE  # here: the other commands start without the config models
+
     level = ns.level
     mode = (
         "clone"
@@ -535,7 +553,13 @@ def cmd_restore(ns: argparse.Namespace) -> int:
             f"This replaces live data of {level} {getattr(ns, 'name', '') or ''} "
             f"with set {ns.set_id} (a safety snapshot is taken first).",
         )
+    window = getattr(ns, "cancel_window", None)
+    if window is None:
+        window = SYSTEM_CANCEL_WINDOW if level == "system" else 0
+    if mode != "over_source":
+        window = 0  # nothing live is touched
     fields: dict[str, Any] = dict(
+        cancel_window=window,
         set_id=ns.set_id,
         level=level,
         name=getattr(ns, "name", "") or "",
@@ -556,29 +580,49 @@ def cmd_restore(ns: argparse.Namespace) -> int:
     events: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
     tty = sys.stderr.isatty() and not ns.json
-    for ev in _control(ns).restore(**fields):
-        events.append(ev)
-        if "plan" in ev and not ns.json:
-            plan = ev["plan"]
-            print(plan["summary"])
-            for st in plan.get("steps", []):
-                print(f"  - {st['what']}")
-            for w in plan.get("warnings", []):
-                print(f"  warning: {w}")
-            sys.stdout.flush()
-        elif "progress" in ev and not ns.json:
-            p = ev["progress"]
-            total, done = int(p.get("total", 0)), int(p.get("done", 0))
-            pct = f"{100 * done / total:5.1f}%" if total else ""
-            line = f"{p.get('volume', '')} {p.get('phase', '')} {pct} {p.get('message', '')}".strip()
+    window_end: float | None = None  # while the daemon waits: when its cancel window closes
+    stream = _control(ns).restore(**fields)
+    try:
+        for ev in stream:
+            events.append(ev)
+            if "plan" in ev and not ns.json:
+                plan = ev["plan"]
+                print(plan["summary"])
+                for st in plan.get("steps", []):
+                    print(f"  - {st['what']}")
+                for w in plan.get("warnings", []):
+                    print(f"  warning: {w}")
+                sys.stdout.flush()
+            elif "progress" in ev:
+                p = ev["progress"]
+                total, done = int(p.get("total", 0)), int(p.get("done", 0))
+                in_window = p.get("phase") == CANCEL_WINDOW_PHASE
+                window_end = time.monotonic() + (total - done) / 1000 if in_window else None
+                if ns.json:
+                    continue
+                pct = f"{100 * done / total:5.1f}%" if total and not in_window else ""
+                line = f"{p.get('volume', '')} {p.get('phase', '')} {pct} {p.get('message', '')}".strip()
+                print(
+                    ("\r" + line[:120].ljust(120)) if tty else line,
+                    end="" if tty else "\n",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif "result" in ev:
+                result = ev["result"]
+    except KeyboardInterrupt:
+        stream.close()  # cancels the call; in the cancel window, that cancels the restore
+        if tty:
+            print(file=sys.stderr)
+        if window_end is not None and window_end - time.monotonic() > CANCEL_MARGIN:
+            print("cancelled in the cancel window: nothing was changed", file=sys.stderr)
+        else:
             print(
-                ("\r" + line[:120].ljust(120)) if tty else line,
-                end="" if tty else "\n",
+                "interrupted: the restore goes on in the daemon (each volume is swapped atomically); "
+                "`reconciler snapshot list` and the daemon's log show how it ends",
                 file=sys.stderr,
-                flush=True,
             )
-        elif "result" in ev:
-            result = ev["result"]
+        return 1
     if tty:
         print(file=sys.stderr)
     if ns.json:
@@ -739,6 +783,14 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--yes", action="store_true", help="confirm replacing live data")
             r.add_argument(
                 "--no-safety-snapshot", action="store_true", help="skip the safety snapshot (not advised)"
+            )
+            r.add_argument(
+                "--cancel-window",
+                type=_window_seconds,
+                metavar="SECONDS",
+                help="over the live data: wait this long after showing the plan, so that Ctrl-C "
+                f"still cancels it with nothing done (default: {SYSTEM_CANCEL_WINDOW} for a whole "
+                "system, 0 otherwise)",
             )
         else:
             r.set_defaults(over_source=False, yes=False)

@@ -7,6 +7,7 @@ the last good config keeps running and status says why the new one was refused.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -50,6 +51,7 @@ from .observer import Observer
 from .planner import plan as make_plan
 from .replication.manager import SyncManager
 from .restore import (
+    CANCEL_WINDOW_PHASE,
     RestorePlan,
     RestoreRequest,
     exposed_to,
@@ -86,6 +88,27 @@ class PoolOutcome:
     message: str
     problems: list[str] = field(default_factory=list)
     bytes: int = 0
+
+
+def _cancelled_in_window(
+    seconds: float, cancelled: threading.Event, progress: Callable[[str, ProgressEvent], None]
+) -> bool:
+    """Count down `seconds` (a progress event each second); True if `cancelled` was set."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        progress(
+            "",
+            ProgressEvent(
+                phase=CANCEL_WINDOW_PHASE,
+                done=round((seconds - left) * 1000),
+                total=round(seconds * 1000),
+                unit="ms",
+                message=f"starts in {math.ceil(left)} s; cancel now (Ctrl-C) and nothing is done",
+            ),
+        )
+        if cancelled.wait(min(1.0, left)):
+            return True
+    return cancelled.is_set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,8 +387,14 @@ class Daemon:
         on_plan: Callable[[RestorePlan], None],
         progress: Callable[[str, ProgressEvent], None],
         tenant: str | None = None,
+        cancel_window: float = 0.0,
+        cancelled: threading.Event | None = None,
     ) -> RestoreOutcome:
-        """Plan (refusing up front whatever can be known), show the plan, then execute it."""
+        """Plan (refusing up front whatever can be known), show the plan, then execute it.
+
+        With a `cancel_window`, wait that long after showing the plan, counting down in progress
+        events; `cancelled` set in that time (the client went away) stops it before anything was
+        done. Once started, a restore runs to its end."""
         st = self.state()
         s = self.get_set(req.set_id, tenant=tenant)
         clients = self.nodes.clients
@@ -374,6 +403,11 @@ class Daemon:
         on_plan(plan)
         if req.dry_run:
             return RestoreOutcome(True, f"dry run: {plan.summary}")
+        if cancel_window > 0 and _cancelled_in_window(
+            cancel_window, cancelled or threading.Event(), progress
+        ):
+            log.warning("restore from set %s cancelled in its window: nothing was done", req.set_id)
+            return RestoreOutcome(False, "cancelled before it started: nothing was changed")
         outcome = run_plan(
             plan,
             s,

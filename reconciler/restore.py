@@ -26,6 +26,9 @@ from .errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDen
 LEVELS = ("resource", "tenant", "system", "files")
 MODES = ("over_source", "to_new", "clone")
 
+# the progress phase of a restore waiting out its cancel window (done/total in milliseconds)
+CANCEL_WINDOW_PHASE = "cancel window"
+
 
 @dataclass(frozen=True, slots=True)
 class RestoreRequest:

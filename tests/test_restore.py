@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import DaemonProcess, cli, cli_json, write
+from tests.helpers import RECONCILER, DaemonProcess, cli, cli_json, env_for, write
 
 TOKEN_ACME = "acme-secret-token"
 TOKEN_BETA = "beta-secret-token"
@@ -148,11 +151,53 @@ def test_whole_system_restore_only_from_complete_full_sets(env: tuple[DaemonProc
     assert r.returncode == 5 and "confirm with --yes" in r.stderr
     for f in ("vms/web/disk0/disk.img", "shares/files/a.txt", "shares/other/o.txt"):
         (pool / f).write_text("changed")
-    out = restore(d, "system", "--set", full, "--yes")
+    out = restore(d, "system", "--set", full, "--yes", "--cancel-window", "1")
     assert out["result"]["ok"] and out["result"]["safety_set_id"]  # type: ignore[index]
+    # the plan, then the cancel window counting down, then the work
+    phases = [ev["progress"]["phase"] for ev in out["events"] if "progress" in ev]  # type: ignore[attr-defined]
+    assert phases[0] == "cancel window" and phases[-1] != "cancel window"
     assert (pool / "shares/other/o.txt").read_text() == "o-v1"
     assert (pool / "shares/files/a.txt").read_text() == "a-v1"
     assert (pool / "vms/web/disk0/disk.img").read_text() == "disk0-v1" * 1000
+
+
+def test_ctrl_c_in_the_cancel_window_of_a_system_restore_changes_nothing(
+    env: tuple[DaemonProcess, Path],
+) -> None:
+    d, pool = env
+    full = snap(d, "system:full")
+    (pool / "shares/files/a.txt").write_text("changed")
+    before = {s["set_id"] for s in cli_json(d.state_dir, "snapshot", "list")}
+    proc = subprocess.Popen(
+        [*RECONCILER, "restore", "system", "--set", full, "--yes", "--cancel-window", "60"],
+        env=env_for(d.state_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # the countdown, one line a second without a terminal
+        assert "cancel window" in line and "starts in" in line, line
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "nothing was changed" in err, err
+    assert f"to set {full}" in out  # the plan was shown first
+    time.sleep(1.5)  # past where the daemon would have looked again
+    assert (pool / "shares/files/a.txt").read_text() == "changed"  # the live data is untouched
+    after = {s["set_id"] for s in cli_json(d.state_dir, "snapshot", "list")}
+    assert after == before  # not even a safety snapshot
+    assert "cancelled in its window" in d.output()
+
+    # without a window it starts at once
+    out2 = restore(d, "system", "--set", full, "--yes", "--cancel-window", "0")
+    assert out2["result"]["ok"]  # type: ignore[index]
+    assert not any(ev.get("progress", {}).get("phase") == "cancel window" for ev in out2["events"])  # type: ignore[attr-defined]
+    assert (pool / "shares/files/a.txt").read_text() == "a-v1"
+    r = cli(d.state_dir, "restore", "system", "--set", full, "--yes", "--cancel-window", "-1")
+    assert r.returncode == 2 and "0-3600 seconds" in r.stderr
 
 
 def test_single_files_list_and_restore(env: tuple[DaemonProcess, Path]) -> None:

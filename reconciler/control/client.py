@@ -98,13 +98,14 @@ class ControlClient:
     def restore(self, **fields: Any) -> Iterator[dict[str, Any]]:
         """Events of a restore as dicts: {"plan": ...}, then {"progress": ...}*, then {"result": ...}."""
         self._check_socket()
+        call = self.stub.Restore(cpb.SetRestoreRequest(**fields), timeout=24 * 3600.0, metadata=self.metadata)
         try:
-            for ev in self.stub.Restore(
-                cpb.SetRestoreRequest(**fields), timeout=24 * 3600.0, metadata=self.metadata
-            ):
+            for ev in call:
                 yield to_dict(ev)
         except grpc.RpcError as err:
             raise from_rpc_error(err, where="daemon Restore") from None
+        finally:
+            call.cancel()  # the caller stopped early (Ctrl-C): within a cancel window, nothing is done
 
     def create_set(
         self,

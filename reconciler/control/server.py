@@ -331,9 +331,12 @@ class ControlService(cpb_grpc.ControlServicer):  # type: ignore[misc]
         self, request: cpb.SetRestoreRequest, context: grpc.ServicerContext
     ) -> Iterator[cpb.RestoreEvent]:
         """Plan first, then progress, then the result; the restore runs to its end even if the
-        client disconnects (each volume is swapped atomically, stopping halfway helps nobody)."""
+        client disconnects (each volume is swapped atomically, stopping halfway helps nobody),
+        unless it disconnects within the request's cancel window: then nothing is done."""
         events: queue.Queue[cpb.RestoreEvent | None] = queue.Queue()
         failure: list[BaseException] = []
+        gone = threading.Event()  # the call ended: cancelled by the client, or done
+        context.add_callback(gone.set)
         req = RestoreRequest(
             set_id=request.set_id,
             level=request.level,
@@ -386,7 +389,12 @@ class ControlService(cpb_grpc.ControlServicer):  # type: ignore[misc]
         def work() -> None:
             try:
                 out = self.daemon.restore(
-                    req, on_plan=on_plan, progress=progress, tenant=self._tenant(context)
+                    req,
+                    on_plan=on_plan,
+                    progress=progress,
+                    tenant=self._tenant(context),
+                    cancel_window=float(request.cancel_window),
+                    cancelled=gone,
                 )
                 events.put(
                     cpb.RestoreEvent(

@@ -348,7 +348,7 @@ class UpdateSnapshotSetRequest(_message.Message):
     def __init__(self, set_id: _Optional[str] = ..., action: _Optional[str] = ..., unlock_wait_s: _Optional[int] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., never_expire: _Optional[bool] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class SetRestoreRequest(_message.Message):
-    __slots__ = ("set_id", "level", "name", "mode", "new_name", "confirm", "skip_safety_snapshot", "with_settings", "paths", "volume", "dry_run")
+    __slots__ = ("set_id", "level", "name", "mode", "new_name", "confirm", "skip_safety_snapshot", "with_settings", "paths", "volume", "dry_run", "cancel_window")
     SET_ID_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -360,6 +360,7 @@ class SetRestoreRequest(_message.Message):
     PATHS_FIELD_NUMBER: _ClassVar[int]
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_WINDOW_FIELD_NUMBER: _ClassVar[int]
     set_id: str
     level: str
     name: str
@@ -371,7 +372,8 @@ class SetRestoreRequest(_message.Message):
     paths: _containers.RepeatedScalarFieldContainer[str]
     volume: str
     dry_run: bool
-    def __init__(self, set_id: _Optional[str] = ..., level: _Optional[str] = ..., name: _Optional[str] = ..., mode: _Optional[str] = ..., new_name: _Optional[str] = ..., confirm: _Optional[bool] = ..., skip_safety_snapshot: _Optional[bool] = ..., with_settings: _Optional[bool] = ..., paths: _Optional[_Iterable[str]] = ..., volume: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    cancel_window: int
+    def __init__(self, set_id: _Optional[str] = ..., level: _Optional[str] = ..., name: _Optional[str] = ..., mode: _Optional[str] = ..., new_name: _Optional[str] = ..., confirm: _Optional[bool] = ..., skip_safety_snapshot: _Optional[bool] = ..., with_settings: _Optional[bool] = ..., paths: _Optional[_Iterable[str]] = ..., volume: _Optional[str] = ..., dry_run: _Optional[bool] = ..., cancel_window: _Optional[int] = ...) -> None: ...
 
 class RestoreStep(_message.Message):
     __slots__ = ("node", "pool", "volume", "target", "what")
