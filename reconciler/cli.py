@@ -390,6 +390,7 @@ def cmd_snapshot_create(ns: argparse.Namespace) -> int:
         never_expire=ns.never_expire,
         immutable=ns.immutable,
         quiesce=ns.quiesce,
+        private=ns.private,
     )
     if ns.json:
         emit_json(s)
@@ -735,6 +736,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--immutable", action="store_true", help="nobody can delete it until unlocked and the wait passed"
     )
     s2.add_argument("--quiesce", action="store_true", help="run the resources' freeze/thaw hooks")
+    s2.add_argument(
+        "--private",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="system scopes: hidden from tenants (the default); --no-private lets each tenant see "
+        "and restore its own resources from it",
+    )
     s2.add_argument("--request-id", help="idempotency key (default: generated)")
     s2.set_defaults(func=cmd_snapshot_create)
     s2 = ssub.add_parser("delete", help="delete a snapshot set (immutable and held sets are refused)")

@@ -520,11 +520,18 @@ class Daemon:
         never_expire: bool = False,
         immutable: bool = False,
         quiesce: bool = False,
+        private: bool | None = None,
     ) -> SnapshotSet:
+        """A manual set of `scope`. `private` (hidden from tenants) is for system scopes, where
+        it is the default; a tenant sees a non-private system set's own resources in it."""
         try:
             sc = Scope.parse(scope)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
+        if private is None:
+            private = sc.kind is ScopeKind.SYSTEM
+        elif private and sc.kind is not ScopeKind.SYSTEM:
+            raise InvalidArgument(f"private applies to system snapshots only, not to {scope}")
         if not request_id or not valid_volume_name(request_id) or "/" in request_id:
             raise InvalidArgument(f"request id {request_id!r} is not valid")
         if expires is None and not never_expire:
@@ -555,7 +562,7 @@ class Daemon:
             expires=expires,
             immutable=immutable,
             quiesce=quiesce,
-            private=sc.kind is ScopeKind.SYSTEM,
+            private=private,
         )
         records = self.executor.run_one(action, force=True)
         failed = [r for r in records if not r.ok]

@@ -238,6 +238,17 @@ def test_tenant_tokens_see_and_restore_only_their_own(env: tuple[DaemonProcess, 
     assert out["result"]["ok"]
     r = cli(d.state_dir, "restore", "resource", "other", "--set", full, *acme)
     assert r.returncode == 6 and "does not belong to tenant acme" in r.stderr
+    # a manual system set taken --no-private: each tenant sees it, for its own resources
+    public = cli_json(d.state_dir, "snapshot", "create", "system:full", "--expires", "1d", "--no-private")
+    listed = {s["set_id"]: s for s in cli_json(d.state_dir, "snapshot", "list")}
+    assert public["private"] is False and listed[full]["private"] is True  # the default for system
+    assert public["set_id"] in {s["set_id"] for s in cli_json(d.state_dir, "snapshot", "list", *acme)}
+    out = cli_json(
+        d.state_dir, "restore", "resource", "files", "--set", public["set_id"], "--as", "pub", *acme
+    )
+    assert out["result"]["ok"]
+    r = cli(d.state_dir, "snapshot", "create", "resource:files", "--expires", "1d", "--private")
+    assert r.returncode == 2 and "system snapshots only" in r.stderr
     r = cli(d.state_dir, "status", *acme)
     assert r.returncode == 6
     r = cli(d.state_dir, "status", "--token", "wrong")

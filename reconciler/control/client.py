@@ -118,6 +118,7 @@ class ControlClient:
         never_expire: bool = False,
         immutable: bool = False,
         quiesce: bool = False,
+        private: bool | None = None,
     ) -> dict[str, Any]:
         req = cpb.CreateManualSetRequest(
             scope=scope,
@@ -128,6 +129,8 @@ class ControlClient:
             immutable=immutable,
             quiesce=quiesce,
         )
+        if private is not None:
+            req.private = private
         set_ts(req, "expires", expires)
         return dict(self._call("CreateSnapshotSet", req, timeout=3600.0).get("set", {}))
 

@@ -234,6 +234,7 @@ class ControlService(cpb_grpc.ControlServicer):  # type: ignore[misc]
                 never_expire=request.never_expire,
                 immutable=request.immutable,
                 quiesce=request.quiesce,
+                private=request.private if request.HasField("private") else None,
             )
             return cpb.CreateManualSetResponse(set=set_to_pb(s))
 

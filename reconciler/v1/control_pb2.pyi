@@ -292,7 +292,7 @@ class ListSnapshotSetsResponse(_message.Message):
     def __init__(self, sets: _Optional[_Iterable[_Union[SnapshotSet, _Mapping]]] = ...) -> None: ...
 
 class CreateManualSetRequest(_message.Message):
-    __slots__ = ("scope", "name", "description", "expires", "never_expire", "immutable", "quiesce", "request_id")
+    __slots__ = ("scope", "name", "description", "expires", "never_expire", "immutable", "quiesce", "request_id", "private")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -301,6 +301,7 @@ class CreateManualSetRequest(_message.Message):
     IMMUTABLE_FIELD_NUMBER: _ClassVar[int]
     QUIESCE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_FIELD_NUMBER: _ClassVar[int]
     scope: str
     name: str
     description: str
@@ -309,7 +310,8 @@ class CreateManualSetRequest(_message.Message):
     immutable: bool
     quiesce: bool
     request_id: str
-    def __init__(self, scope: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., never_expire: _Optional[bool] = ..., immutable: _Optional[bool] = ..., quiesce: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    private: bool
+    def __init__(self, scope: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., never_expire: _Optional[bool] = ..., immutable: _Optional[bool] = ..., quiesce: _Optional[bool] = ..., request_id: _Optional[str] = ..., private: _Optional[bool] = ...) -> None: ...
 
 class CreateManualSetResponse(_message.Message):
     __slots__ = ("set",)
