@@ -52,10 +52,12 @@ from .planner import plan as make_plan
 from .replication.manager import SyncManager
 from .restore import (
     CANCEL_WINDOW_PHASE,
+    MAX_COPY_NUMBER,
     RestorePlan,
     RestoreRequest,
     exposed_to,
     members_of_resource,
+    numbered_copy,
     plan_restore,
     tenant_can_see,
 )
@@ -398,8 +400,16 @@ class Daemon:
         st = self.state()
         s = self.get_set(req.set_id, tenant=tenant)
         clients = self.nodes.clients
-        draft = plan_restore(st.config, s, req, tenant=tenant)
-        plan = plan_restore(st.config, s, req, tenant=tenant, existing=existing_targets(draft, clients))
+        base = plan_restore(st.config, s, req, tenant=tenant)
+        draft, existing = base, existing_targets(base, clients)
+        if existing and not req.new_name and base.new_name:
+            # an earlier restore took the default name: the first free copy number
+            for n in range(2, MAX_COPY_NUMBER + 1):
+                draft = plan_restore(st.config, s, numbered_copy(base, n), tenant=tenant)
+                existing = existing_targets(draft, clients)
+                if not existing:
+                    break
+        plan = plan_restore(st.config, s, draft.request, tenant=tenant, existing=existing)
         on_plan(plan)
         if req.dry_run:
             return RestoreOutcome(True, f"dry run: {plan.summary}")

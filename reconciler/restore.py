@@ -8,7 +8,7 @@ that could have been known up front.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .config import Config
 from .domain import (
@@ -70,6 +70,16 @@ class RestorePlan:
     safety_snapshot: bool
     warnings: tuple[str, ...] = field(default_factory=tuple)
     settings: dict[str, str] = field(default_factory=dict)  # resource -> recorded settings (JSON)
+    new_name: str = ""  # to a new copy: the name it gets (a resource, a tenant, or for files a volume)
+
+
+MAX_COPY_NUMBER = 99
+
+
+def numbered_copy(plan: RestorePlan, n: int) -> RestoreRequest:
+    """The plan's request again, as copy number `n` (2, 3, ...) of its new name, for when an
+    earlier restore took the default name: `web_restored` is followed by `web_restored_2`."""
+    return replace(plan.request, new_name=f"{plan.new_name}_{n}")
 
 
 def renamed_volume(volume: str, old: str, new: str) -> str:
@@ -194,13 +204,13 @@ def plan_restore(
             raise InvalidArgument(f"new name {new_name!r} gives an invalid volume name {st.target!r}")
     clash = sorted(f"{r.node}/{r.pool}/{r.volume}" for r in existing)
     if clash:
-        raise FailedPrecondition(f"{', '.join(clash)} already exist(s); choose another name with --name")
+        raise FailedPrecondition(f"{', '.join(clash)} already exist(s); choose another name with --as")
     verb = "clone" if req.mode == "clone" else "restore"
     summary = (
         f"{verb} {what} from set {s.set_id} as {new_name!r} ({len(steps)} new volume(s); "
         "not added to the config, never deleted by the reconciler)"
     )
-    return RestorePlan(req, summary, steps, False, tuple(warnings), settings)
+    return RestorePlan(req, summary, steps, False, tuple(warnings), settings, new_name)
 
 
 def _plan_system(
@@ -286,4 +296,5 @@ def _plan_files(
         (RestoreStep(m, target),),
         False,
         tuple(warnings),
+        new_name=target,
     )

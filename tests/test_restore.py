@@ -91,9 +91,14 @@ def test_resource_restore_to_new_and_over_source(env: tuple[DaemonProcess, Path]
     assert (pool / "vms/web_restored/disk1/disk.img").read_text() == "disk1-v1" * 1000
     assert tree(pool / "vms/web") == before_live  # restore to new never touches the source
 
-    # the same name again: refused before anything is written
-    r = cli(d.state_dir, "restore", "resource", "web", "--set", set_id)
-    assert r.returncode == 5 and "already exist" in r.stderr
+    # again: the default name is taken, so the copy gets the next free number
+    out = restore(d, "resource", "web", "--set", set_id)
+    assert "as 'web_restored_2'" in out["events"][0]["plan"]["summary"]  # type: ignore[index]
+    assert (pool / "vms/web_restored_2/disk0/disk.img").read_text() == "disk0-v1" * 1000
+    assert (pool / "vms/web_restored/disk0/disk.img").read_text() == "disk0-v1" * 1000  # untouched
+    # a name asked for is never changed: taken, it is refused before anything is written
+    r = cli(d.state_dir, "restore", "resource", "web", "--set", set_id, "--as", "web_restored")
+    assert r.returncode == 5 and "already exist" in r.stderr and "--as" in r.stderr
 
     # over the source: refused without confirmation, live data untouched
     r = cli(d.state_dir, "restore", "resource", "web", "--set", set_id, "--over-source")
