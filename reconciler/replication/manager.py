@@ -416,16 +416,23 @@ class SyncManager:
         with self._pass_lock:  # the loop's pass and this one never observe a target at once
             views = self.observe_targets(now)
         with self._lock:
-            return plan_sync(
-                config,
-                observed,
-                views,
-                now=now,
-                transfers=dict(self._history),
-                manual=list(self._manual.values()),
-                running=frozenset(self._active),
-                retain=make_plan,
-            )
+            return self._plan_now(config, observed, views, now)
+
+    def _plan_now(
+        self, config: Config, observed: ObservedState, views: dict[str, TargetView], now: datetime
+    ) -> SyncPlan:
+        """plan_sync over the manager's history, manual requests and running transfers (hold
+        self._lock)."""
+        return plan_sync(
+            config,
+            observed,
+            views,
+            now=now,
+            transfers=dict(self._history),
+            manual=list(self._manual.values()),
+            running=frozenset(self._active),
+            retain=make_plan,
+        )
 
     def _run_pass(self) -> SyncPlan | None:
         config = self._config()
@@ -437,16 +444,7 @@ class SyncManager:
         # pass that woke us has just created are seen
         observed = self.daemon.observe()
         with self._lock:
-            p = plan_sync(
-                config,
-                observed,
-                views,
-                now=now,
-                transfers=dict(self._history),
-                manual=list(self._manual.values()),
-                running=frozenset(self._active),
-                retain=make_plan,
-            )
+            p = self._plan_now(config, observed, views, now)
             self._plan = p
             self._next = p.next_wakeup
         for w in p.warnings:
