@@ -512,11 +512,12 @@ def cmd_files(ns: argparse.Namespace) -> int:
 
 
 SYSTEM_CANCEL_WINDOW = 10  # seconds a whole-system restore waits after its plan, unless told otherwise
-MAX_CANCEL_WINDOW = 3600
 CANCEL_MARGIN = 0.3  # Ctrl-C closer than this to the window's end may come too late: not promised
 
 
 def _window_seconds(text: str) -> int:
+    from .restore import MAX_CANCEL_WINDOW
+
     try:
         value = int(text)
     except ValueError:

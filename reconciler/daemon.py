@@ -11,8 +11,9 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from .planner import plan as make_plan
 from .replication.manager import SyncManager
 from .restore import (
     CANCEL_WINDOW_PHASE,
+    MAX_CANCEL_WINDOW,
     MAX_COPY_NUMBER,
     RestorePlan,
     RestoreRequest,
@@ -154,6 +156,9 @@ class Daemon:
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._lock = threading.RLock()  # config swaps and passes
+        # sets restores are reading now (set id -> how many): their deletion waits until they end
+        self._restoring: dict[str, int] = {}
+        self._restoring_lock = threading.Lock()
         self._scheduler = schedule.Scheduler()
         self._threads: list[threading.Thread] = []
         self._control: Any = None
@@ -306,6 +311,28 @@ class Daemon:
     def observe(self) -> ObservedState:
         return self.observer.observe(self.nodes.clients, self.clock())
 
+    def _without_deletes_of_restoring(self, p: Plan) -> Plan:
+        with self._restoring_lock:
+            busy = set(self._restoring)
+        waits = [a for a in p.actions if a.kind is ActionKind.DELETE and a.set_id in busy]
+        if not waits:
+            return p
+        for a in waits:
+            log.info("deleting set %s waits: a restore is reading it (%s)", a.set_id, a.reason)
+        return replace(p, actions=tuple(a for a in p.actions if a not in waits))
+
+    @contextmanager
+    def _restoring_from(self, set_id: str) -> Iterator[None]:
+        with self._restoring_lock:
+            self._restoring[set_id] = self._restoring.get(set_id, 0) + 1
+        try:
+            yield
+        finally:
+            with self._restoring_lock:
+                self._restoring[set_id] -= 1
+                if not self._restoring[set_id]:
+                    del self._restoring[set_id]
+
     def compute_plan(self) -> DryRun:
         """Read-only: plan as a pass would, offsite sync included. As in a pass, the local holds
         offsite sync asks for count before planning (here applied to the view, not the agents)."""
@@ -327,7 +354,7 @@ class Daemon:
             if self.sync.before_plan(observed, self.clock()):  # offsite holds first: see SyncManager
                 observed = self.observe()
             now = self.clock()
-            p = make_plan(st.desired, observed, now)
+            p = self._without_deletes_of_restoring(make_plan(st.desired, observed, now))
         records = self.executor.run(p.actions) if p.actions else []
         self.sync.after_pass(observed, now)
         result = PassResult(p, records, time.monotonic() - started)
@@ -397,6 +424,8 @@ class Daemon:
         With a `cancel_window`, wait that long after showing the plan, counting down in progress
         events; `cancelled` set in that time (the client went away) stops it before anything was
         done. Once started, a restore runs to its end."""
+        if not 0 <= cancel_window <= MAX_CANCEL_WINDOW:
+            raise InvalidArgument(f"cancel window {cancel_window:g} s: 0-{MAX_CANCEL_WINDOW} seconds")
         st = self.state()
         s = self.get_set(req.set_id, tenant=tenant)
         clients = self.nodes.clients
@@ -413,19 +442,20 @@ class Daemon:
         on_plan(plan)
         if req.dry_run:
             return RestoreOutcome(True, f"dry run: {plan.summary}")
-        if cancel_window > 0 and _cancelled_in_window(
-            cancel_window, cancelled or threading.Event(), progress
-        ):
-            log.warning("restore from set %s cancelled in its window: nothing was done", req.set_id)
-            return RestoreOutcome(False, "cancelled before it started: nothing was changed")
-        outcome = run_plan(
-            plan,
-            s,
-            clients,
-            now=self.clock(),
-            progress=progress,
-            settings_dir=self.settings.state_dir / "restored-settings",
-        )
+        with self._restoring_from(s.set_id):  # no pass deletes the set while a restore reads it
+            if cancel_window > 0 and _cancelled_in_window(
+                cancel_window, cancelled or threading.Event(), progress
+            ):
+                log.warning("restore from set %s cancelled in its window: nothing was done", req.set_id)
+                return RestoreOutcome(False, "cancelled before it started: nothing was changed")
+            outcome = run_plan(
+                plan,
+                s,
+                clients,
+                now=self.clock(),
+                progress=progress,
+                settings_dir=self.settings.state_dir / "restored-settings",
+            )
         self.wake()
         return outcome
 
@@ -591,6 +621,11 @@ class Daemon:
         return created
 
     def delete_set(self, set_id: str) -> list[str]:
+        with self._restoring_lock:
+            if set_id in self._restoring:
+                raise FailedPrecondition(
+                    f"set {set_id} is being restored from; delete it once that has ended"
+                )
         observed = self.observe()
         s = observed.sets.get(set_id)
         if s is None:

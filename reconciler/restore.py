@@ -28,6 +28,7 @@ MODES = ("over_source", "to_new", "clone")
 
 # the progress phase of a restore waiting out its cancel window (done/total in milliseconds)
 CANCEL_WINDOW_PHASE = "cancel window"
+MAX_CANCEL_WINDOW = 3600  # seconds
 
 
 @dataclass(frozen=True, slots=True)

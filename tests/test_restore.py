@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RECONCILER, DaemonProcess, cli, cli_json, env_for, write
+from tests.helpers import RECONCILER, DaemonProcess, cli, cli_json, env_for, wait_for, write
 
 TOKEN_ACME = "acme-secret-token"
 TOKEN_BETA = "beta-secret-token"
@@ -203,6 +203,42 @@ def test_ctrl_c_in_the_cancel_window_of_a_system_restore_changes_nothing(
     assert (pool / "shares/files/a.txt").read_text() == "a-v1"
     r = cli(d.state_dir, "restore", "system", "--set", full, "--yes", "--cancel-window", "-1")
     assert r.returncode == 2 and "0-3600 seconds" in r.stderr
+
+
+def test_a_set_that_expires_under_a_restore_is_deleted_only_after_it(
+    env: tuple[DaemonProcess, Path],
+) -> None:
+    d, pool = env
+    short = snap(d, "system:full", "--expires", "3s")
+    snap(d, "system:full")  # newer: the short one is not the last of its scope, so it goes when it expires
+    (pool / "shares/files/a.txt").write_text("changed")
+    proc = subprocess.Popen(
+        [*RECONCILER, "restore", "resource", "files", "--set", short, "--over-source", "--yes"]
+        + ["--cancel-window", "7"],
+        env=env_for(d.state_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert "cancel window" in proc.stderr.readline()
+        r = cli(d.state_dir, "snapshot", "delete", short)
+        assert r.returncode == 5 and "being restored from" in r.stderr
+        time.sleep(4.5)  # expired: the daemon's pass at its expiry wants it deleted, and waits
+        assert short in {s["set_id"] for s in cli_json(d.state_dir, "snapshot", "list")}
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert (pool / "shares/files/a.txt").read_text() == "a-v1"
+    assert "waits: a restore is reading it" in d.output()
+    # the restore over, the next pass deletes it
+    wait_for(
+        lambda: short not in {s["set_id"] for s in cli_json(d.state_dir, "snapshot", "list")},
+        timeout=30,
+        what="the expired set deleted after the restore",
+    )
 
 
 def test_single_files_list_and_restore(env: tuple[DaemonProcess, Path]) -> None:
