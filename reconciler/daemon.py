@@ -311,15 +311,18 @@ class Daemon:
     def observe(self) -> ObservedState:
         return self.observer.observe(self.nodes.clients, self.clock())
 
-    def _without_deletes_of_restoring(self, p: Plan) -> Plan:
+    def _without_deletes_of_restoring(self, p: Plan, *, log_waits: bool = True) -> Plan:
+        """The plan without the deletes of sets a restore is reading (a warning says each waits)."""
         with self._restoring_lock:
             busy = set(self._restoring)
         waits = [a for a in p.actions if a.kind is ActionKind.DELETE and a.set_id in busy]
         if not waits:
             return p
-        for a in waits:
-            log.info("deleting set %s waits: a restore is reading it (%s)", a.set_id, a.reason)
-        return replace(p, actions=tuple(a for a in p.actions if a not in waits))
+        notes = tuple(f"deleting set {a.set_id} waits: a restore is reading it ({a.reason})" for a in waits)
+        if log_waits:
+            for note in notes:
+                log.info("%s", note)
+        return replace(p, actions=tuple(a for a in p.actions if a not in waits), warnings=p.warnings + notes)
 
     @contextmanager
     def _restoring_from(self, set_id: str) -> Iterator[None]:
@@ -344,7 +347,8 @@ class Daemon:
         sync = self.sync.preview(observed, now)
         if sync is not None:
             observed = with_local_holds(observed, sync.holds)
-        return DryRun(make_plan(st.desired, observed, now), sync)
+        plan = self._without_deletes_of_restoring(make_plan(st.desired, observed, now), log_waits=False)
+        return DryRun(plan, sync)
 
     def run_pass(self) -> PassResult:
         started = time.monotonic()

@@ -227,6 +227,9 @@ def test_a_set_that_expires_under_a_restore_is_deleted_only_after_it(
         assert r.returncode == 5 and "being restored from" in r.stderr
         time.sleep(4.5)  # expired: the daemon's pass at its expiry wants it deleted, and waits
         assert short in {s["set_id"] for s in cli_json(d.state_dir, "snapshot", "list")}
+        plan = cli_json(d.state_dir, "plan")  # the dry-run says so too
+        assert short not in {a["set_id"] for a in plan["actions"]}
+        assert any(short in w and "a restore is reading it" in w for w in plan["warnings"])
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
