@@ -41,6 +41,7 @@ from ruamel.yaml.events import (
 )
 from ruamel.yaml.parser import RoundTripParser
 from ruamel.yaml.reader import ReaderError
+from ruamel.yaml.scanner import Scanner
 
 from reconciler.config import Config, Loc, Problem, apply_defaults, check_config
 from reconciler.errors import ConfigError
@@ -312,8 +313,20 @@ class _GuardedParser(RoundTripParser):
 
 
 def _read_yaml(text: str) -> Any:
+    try:
+        return _load_yaml(text, comments=True)
+    except AssertionError:
+        # ruamel's comment bookkeeping asserts on some odd but valid layouts (a comment on the
+        # indicator line of a top-level block scalar); comments mean nothing to the config, so
+        # the text is read again without them and gets the usual errors, with positions
+        return _load_yaml(text, comments=False)
+
+
+def _load_yaml(text: str, *, comments: bool) -> Any:
     y = YAML(typ="rt")
     y.Parser = _GuardedParser
+    if not comments:
+        y.Scanner = Scanner
     with warnings.catch_warnings():
         # ruamel warns (rather than fails) on e.g. reused anchors; they are not config problems
         warnings.simplefilter("ignore")
@@ -442,6 +455,10 @@ def _describe(v: Any) -> str:
         return "a list"
     if isinstance(v, Mapping):
         return "a mapping"
+    if isinstance(v, str):  # ruamel's block and quoted scalars are str subclasses
+        return "a string"
+    if isinstance(v, int):
+        return "an integer"
     return type(v).__name__
 
 
