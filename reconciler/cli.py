@@ -350,7 +350,7 @@ def _set_row(s: dict[str, Any]) -> list[object]:
         else f"PARTIAL {len(s.get('members', []))}/{s.get('expected_members')}"
     )
     return [
-        s["set_id"],
+        s.get("received_as") or s["set_id"],
         s["scope"],
         s["kind"],
         short_time(s.get("created")),
@@ -358,7 +358,9 @@ def _set_row(s: dict[str, Any]) -> list[object]:
         state,
         s.get("immutable") or "-",
         human_bytes(size),
-        s.get("description", ""),
+        ("holds: " + ", ".join(s["holds"]) if s.get("holds") else "")
+        if s.get("received_as")
+        else s.get("description", ""),
     ]
 
 
@@ -367,12 +369,15 @@ def cmd_snapshot_list(ns: argparse.Namespace) -> int:
     if ns.json:
         emit_json(sets)
         return 0
-    print(
-        table(
-            [_set_row(s) for s in sets],
-            ["SET", "SCOPE", "KIND", "CREATED", "EXPIRES", "STATE", "IMMUTABLE", "SIZE", "DESCRIPTION"],
+    header = ["SET", "SCOPE", "KIND", "CREATED", "EXPIRES", "STATE", "IMMUTABLE", "SIZE", "DESCRIPTION"]
+    received = [s for s in sets if s.get("received_as")]
+    print(table([_set_row(s) for s in sets if not s.get("received_as")], header))
+    if received:
+        print(
+            "\nRECEIVED FROM OTHER SITES (SET@ORIGIN NODES): restore or clone their resources and "
+            "tenants as new copies, browse their files; the sending site prunes them"
         )
-    )
+        print(table([_set_row(s) for s in received], header))
     return 0
 
 
@@ -475,6 +480,18 @@ def cmd_snapshot_update(ns: argparse.Namespace) -> int:
     state = s.get("immutable") or "not immutable"
     if state == "unlocking":
         state += f", deletable from {short_time(s.get('unlock_at'))}"
+    if s.get("received_as"):
+        kept = [h for h in s.get("holds", []) if h.startswith("kept-here")]
+        print(
+            f"{s['received_as']} (received from {', '.join(s.get('origin_nodes', [])) or 'another site'}): "
+            f"{state}; holds: {', '.join(s.get('holds', [])) or 'none'}; "
+            + (
+                "kept here whatever the sending site's retention says"
+                if kept
+                else "the sending site's retention applies"
+            )
+        )
+        return 0
     exposed = ", ".join(s.get("exposed_to", [])) or "no tenant"
     print(
         f"{s['set_id']}: {state}; expires {short_time(s.get('expires')) if s.get('expires') else 'never'}; "
@@ -754,7 +771,11 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (
         ("lock", "make a set immutable"),
         ("unlock", "start the wait after which an immutable set can be deleted"),
-        ("expire", "change a manual set's expiry"),
+        (
+            "expire",
+            "change a manual set's expiry; on a copy received from another site (SET@NODE), keep it "
+            "here until then whatever the sending site's retention says",
+        ),
         ("expose", "let a tenant see and restore a provider set"),
         ("unexpose", "take a set back from a tenant"),
     ):

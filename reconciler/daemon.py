@@ -47,7 +47,7 @@ from .domain import (
 from .errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound, ReconcilerError
 from .executor import ActionRecord, Executor
 from .nodes import NodeSet
-from .observed import aggregate
+from .observed import aggregate, partition
 from .observer import Observer
 from .planner import plan as make_plan
 from .replication.manager import SyncManager
@@ -65,7 +65,7 @@ from .restore import (
 )
 from .restorer import RestoreOutcome, existing_targets, run_plan
 from .settings import DaemonSettings
-from .syncplan import SyncPlan, with_local_holds
+from .syncplan import SyncPlan, kept_here_hold, kept_here_until, with_local_holds
 
 log = logging.getLogger(__name__)
 
@@ -397,21 +397,44 @@ class Daemon:
                 for pool in info.pools:
                     _gen, snaps = client.list_snapshots(pool.name, with_usage=True)
                     members.extend((node, s) for s in snaps)
-            all_sets = aggregate(members)
+            ours, foreign = partition(members, self.nodes.clients)
         else:
-            all_sets = dict(self.observe().sets)
+            observed = self.observe()
+            ours, foreign = dict(observed.sets), dict(observed.foreign)
+        # copies received from other sites are the provider's: a tenant sees only its own site's sets
+        listed = [*ours.values(), *(foreign.values() if tenant is None else ())]
         sets = [
             s
-            for s in all_sets.values()
+            for s in listed
             if (not scope or s.scope == scope) and (tenant is None or tenant_can_see(s, tenant))
         ]
-        return sorted(sets, key=lambda s: (s.created, s.set_id))
+        return sorted(sets, key=lambda s: (s.created, s.set_id, s.received_as))
 
     def get_set(self, set_id: str, *, tenant: str | None = None) -> SnapshotSet:
-        s = self.observe().sets.get(set_id)
+        """One of our sets by its id, or (for the provider) a copy received from another site by
+        the key it goes by here (SET@NODE, see observed.foreign_key)."""
+        observed = self.observe()
+        s = observed.sets.get(set_id)
+        if s is None and tenant is None:
+            s = observed.foreign.get(set_id)
+            if s is None and "@" not in set_id:
+                there = sorted(k for k in observed.foreign if k.partition("@")[0] == set_id)
+                if there:
+                    raise NotFound(
+                        f"no snapshot set {set_id!r} of this site; received from other sites: "
+                        + ", ".join(there)
+                    )
         if s is None or (tenant is not None and not tenant_can_see(s, tenant)):
             raise NotFound(f"no snapshot set {set_id!r}")
         return s
+
+    def _received_hint(self, s: SnapshotSet, tenant: str | None) -> str:
+        """For one of our sets that lacks what was asked: the copies received from other sites
+        under the same id (sites share set ids), which may hold it."""
+        if s.received_as or tenant is not None:
+            return ""
+        there = sorted(k for k, f in self.observer.foreign.items() if f.set_id == s.set_id)
+        return f"; copies received from other sites under this id: {', '.join(there)}" if there else ""
 
     def restore(
         self,
@@ -433,7 +456,10 @@ class Daemon:
         st = self.state()
         s = self.get_set(req.set_id, tenant=tenant)
         clients = self.nodes.clients
-        base = plan_restore(st.config, s, req, tenant=tenant)
+        try:
+            base = plan_restore(st.config, s, req, tenant=tenant)
+        except NotFound as exc:
+            raise NotFound(str(exc) + self._received_hint(s, tenant)) from None
         draft, existing = base, existing_targets(base, clients)
         if existing and not req.new_name and base.new_name:
             # an earlier restore took the default name: the first free copy number
@@ -480,7 +506,10 @@ class Daemon:
         if volume:
             members = [m for m in members if m.snapshot.volume == volume]
         if not members:
-            raise NotFound(f"set {set_id} has no volume {volume or '(any)'} of resource {resource!r}")
+            raise NotFound(
+                f"set {set_id} has no volume {volume or '(any)'} of resource {resource!r}"
+                + self._received_hint(s, tenant)
+            )
         if len(members) > 1:
             raise InvalidArgument(
                 f"resource {resource} has several volumes in the set "
@@ -491,7 +520,7 @@ class Daemon:
         if client is None:
             raise NotFound(f"node {m.node} is not configured")
         files, truncated = client.list_files(
-            SnapshotKey(set_id, m.snapshot.pool, m.snapshot.volume), prefix, limit
+            SnapshotKey(s.set_id, m.snapshot.pool, m.snapshot.volume), prefix, limit
         )
         return m.ref, files, truncated
 
@@ -520,6 +549,8 @@ class Daemon:
         elif action == "expires":
             if (expires is None) == (not never_expire):
                 raise InvalidArgument("give a new expiry or never_expire")
+            if s.received_as:
+                return self._keep_here(s, expires)
             if s.kind is SetKind.SCHEDULED:
                 raise FailedPrecondition(
                     f"set {set_id} is scheduled: its expiry follows the period's retention in the config"
@@ -527,6 +558,10 @@ class Daemon:
             fields = frozenset({"expires"})
             kw["expires"] = expires
         elif action in ("expose", "unexpose"):
+            if s.received_as:
+                raise FailedPrecondition(
+                    f"set {s.received_as} is a copy received from another site: its tenants are that site's"
+                )
             st = self.state()
             if tenant_name not in st.config.tenants:
                 raise NotFound(f"no tenant {tenant_name!r} in the config")
@@ -542,7 +577,7 @@ class Daemon:
         by_node: dict[str, list[SnapshotUpdate]] = {}
         for m in s.members:
             by_node.setdefault(m.node, []).append(
-                SnapshotUpdate(SnapshotKey(set_id, m.snapshot.pool, m.snapshot.volume), fields, **kw)
+                SnapshotUpdate(SnapshotKey(s.set_id, m.snapshot.pool, m.snapshot.volume), fields, **kw)
             )
         for node, updates in sorted(by_node.items()):
             client = self.nodes.clients.get(node)
@@ -552,6 +587,39 @@ class Daemon:
         log.info("set %s: %s", set_id, action, extra={"set_id": set_id, "action": action, "scope": s.scope})
         self.wake()
         return self.get_set(set_id)
+
+    def _keep_here(self, s: SnapshotSet, until: datetime | None) -> SnapshotSet:
+        """A copy received from another site: the sending site prunes it by its remote retention,
+        which keeps held sets; this site keeps it until `until` (None: for good) with a hold that
+        the sync pass releases then. Earlier than the sending site would is not possible this way
+        (`snapshot delete` drops it now)."""
+        if until is not None and until <= self.clock():
+            raise InvalidArgument(f"expiry {until.isoformat()} is in the past")
+        new = kept_here_hold(until)
+        by_node: dict[str, list[SnapshotUpdate]] = {}
+        for m in s.members:
+            old = frozenset(h for h in m.snapshot.holds if kept_here_until(h)[0] and h != new)
+            by_node.setdefault(m.node, []).append(
+                SnapshotUpdate(
+                    SnapshotKey(s.set_id, m.snapshot.pool, m.snapshot.volume),
+                    frozenset({"holds"}),
+                    add_holds=frozenset({new}),
+                    remove_holds=old,
+                )
+            )
+        for node, updates in sorted(by_node.items()):
+            client = self.nodes.clients.get(node)
+            if client is None:
+                raise NotFound(f"node {node} is not configured")
+            client.update(updates)
+        log.info(
+            "set %s (received from another site): kept here %s",
+            s.key,
+            f"until {until.isoformat()}" if until is not None else "for good",
+            extra={"set_id": s.set_id, "action": "expires"},
+        )
+        self.wake()  # its pass, then the sync pass that will release the hold, look again
+        return self.get_set(s.key)
 
     def create_manual(
         self,
@@ -625,18 +693,15 @@ class Daemon:
         return created
 
     def delete_set(self, set_id: str) -> list[str]:
+        s = self.get_set(set_id)
         with self._restoring_lock:
-            if set_id in self._restoring:
+            if s.set_id in self._restoring:
                 raise FailedPrecondition(
                     f"set {set_id} is being restored from; delete it once that has ended"
                 )
-        observed = self.observe()
-        s = observed.sets.get(set_id)
-        if s is None:
-            raise NotFound(f"no snapshot set {set_id!r}")
         action = Action(
             kind=ActionKind.DELETE,
-            set_id=set_id,
+            set_id=s.set_id,
             scope=s.scope,
             reason="deleted by the operator",
             delete_refs=tuple(m.ref for m in s.members),

@@ -159,6 +159,7 @@ LABEL_EXPECTED = "expected_members"
 LABEL_PRIVATE = "private"
 LABEL_TENANT = "tenant"
 LABEL_SETTINGS = "settings"  # the resource's config section when the snapshot was taken (JSON)
+LABEL_ORIGIN_NODE = "origin_node"  # on a copy received by offsite sync: the node that sent it
 LABEL_EXPOSED = "exposed_to"  # comma-separated tenants a provider set is exposed to
 
 
@@ -214,10 +215,17 @@ class SnapshotSet:
     slot: datetime | None = None
     description: str = ""
     private: bool = False
+    # a set from elsewhere (observed.partition): the key it goes by here, SET@NODE[+NODE...]
+    received_as: str = ""
 
     @property
     def complete(self) -> bool:
         return len(self.members) >= self.expected_members > 0
+
+    @property
+    def key(self) -> str:
+        """What the set goes by here: its id, or for a set from elsewhere its received_as."""
+        return self.received_as or self.set_id
 
     @property
     def quiesced(self) -> bool:
@@ -244,6 +252,8 @@ class ObservedState:
     sets: Mapping[str, SnapshotSet]
     # nodes that could not be observed this pass: sets there may be incomplete views
     unreachable_nodes: frozenset[str] = frozenset()
+    # sets from elsewhere (observed.partition), by foreign_key: never planned from
+    foreign: Mapping[str, SnapshotSet] = field(default_factory=dict)
 
 
 class ActionKind(StrEnum):

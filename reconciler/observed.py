@@ -6,13 +6,15 @@ from labels recorded on the member snapshots when they were created.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from .domain import (
     LABEL_DESCRIPTION,
     LABEL_EXPECTED,
     LABEL_KIND,
+    LABEL_ORIGIN_NODE,
     LABEL_PERIOD,
     LABEL_PRIVATE,
     LABEL_PROFILE,
@@ -39,6 +41,46 @@ def aggregate(members: Iterable[tuple[str, SnapshotInfo]]) -> dict[str, Snapshot
     for node, snap in members:
         grouped.setdefault(snap.set_id, []).append(ObservedMember(node, snap))
     return {set_id: build_set(set_id, ms) for set_id, ms in grouped.items()}
+
+
+def origin_node(node: str, snap: SnapshotInfo, *, unlabeled_here: bool = True) -> str:
+    """The node a snapshot was taken on: the node that sent it, for a copy received by offsite sync
+    (its origin label); otherwise the node it is on (or "" when unlabeled_here is False)."""
+    return snap.labels.get(LABEL_ORIGIN_NODE) or (node if unlabeled_here else "")
+
+
+def foreign_key(set_id: str, origins: Iterable[str]) -> str:
+    """How a set from elsewhere is named beside our own: SET@NODE[+NODE...], the nodes it came from
+    (its id alone may be the id of one of our sets: set ids are made from the scope and the slot)."""
+    return f"{set_id}@{'+'.join(sorted(set(origins))) or '?'}"
+
+
+def partition(
+    members: Iterable[tuple[str, SnapshotInfo]], our_nodes: Collection[str], *, unlabeled_here: bool = True
+) -> tuple[dict[str, SnapshotSet], dict[str, SnapshotSet]]:
+    """Group (node, snapshot) pairs into our sets (taken on one of our_nodes) and the sets from
+    elsewhere: copies other sites' nodes sent here by offsite sync, and (unlabeled_here=False, when
+    looking at a target) the target site's own snapshots. The two never mix, even under one set id,
+    so a copy from elsewhere never stands for a set of ours (nor the reverse), and nothing of
+    ours is ever planned from one. Sets from elsewhere are keyed by foreign_key."""
+    ours: dict[str, list[ObservedMember]] = {}
+    theirs: dict[str, list[ObservedMember]] = {}
+    origins: dict[str, set[str]] = {}
+    for node, snap in members:
+        origin = origin_node(node, snap, unlabeled_here=unlabeled_here)
+        if origin in our_nodes:
+            ours.setdefault(snap.set_id, []).append(ObservedMember(node, snap))
+        else:
+            theirs.setdefault(snap.set_id, []).append(ObservedMember(node, snap))
+            origins.setdefault(snap.set_id, set()).add(origin or node)
+    return (
+        {set_id: build_set(set_id, ms) for set_id, ms in ours.items()},
+        {
+            key: replace(build_set(set_id, ms), received_as=key)
+            for set_id, ms in theirs.items()
+            for key in (foreign_key(set_id, origins[set_id]),)
+        },
+    )
 
 
 def build_set(set_id: str, members: list[ObservedMember]) -> SnapshotSet:

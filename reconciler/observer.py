@@ -2,13 +2,16 @@
 
 A pass over an idle system costs one cheap GetNodeInfo per node; the sets are re-aggregated only
 when some pool changed.
+
+Copies that other sites' nodes sent here by offsite sync are kept apart from our own sets
+(observed.partition): the planner never sees them, so a copy never stands for a set of ours.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +20,7 @@ from .agent.api import NodeInfo
 from .agent.client import AgentClient
 from .domain import ObservedState, SnapshotInfo, SnapshotSet
 from .errors import ReconcilerError
-from .observed import aggregate
+from .observed import partition
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +42,14 @@ class _PoolCache:
 
 
 class Observer:
-    def __init__(self) -> None:
+    def __init__(self, *, target: bool = False) -> None:
+        """target=False: observe our own nodes (a snapshot without an origin label is ours);
+        target=True: observe an offsite target (ours are only the copies our nodes sent there)."""
+        self._target = target
+        self._ours: frozenset[str] = frozenset()
         self._pools: dict[tuple[str, str], _PoolCache] = {}
         self._sets: dict[str, SnapshotSet] = {}
+        self._foreign: dict[str, SnapshotSet] = {}
         self._lock = threading.Lock()
         self.nodes: dict[str, NodeObservation] = {}
         self.lists_done = 0  # pools re-listed since start (tests and metrics look at it)
@@ -50,17 +58,27 @@ class Observer:
     def sets(self) -> dict[str, SnapshotSet]:
         return self._sets
 
+    @property
+    def foreign(self) -> dict[str, SnapshotSet]:
+        """Sets from elsewhere, by observed.foreign_key."""
+        return self._foreign
+
     def forget_node(self, node: str) -> None:
         with self._lock:
             for key in [k for k in self._pools if k[0] == node]:
                 del self._pools[key]
             self.nodes.pop(node, None)
-            self._sets = self._aggregate()
+            self._aggregate()
 
-    def observe(self, clients: Mapping[str, AgentClient], now: datetime) -> ObservedState:
+    def observe(
+        self, clients: Mapping[str, AgentClient], now: datetime, our_nodes: Collection[str] | None = None
+    ) -> ObservedState:
+        """our_nodes: the nodes whose snapshots are ours (default: the observed ones)."""
+        ours = frozenset(clients if our_nodes is None else our_nodes)
         with self._lock:
             infos = self._node_infos(clients, now)
-            changed = False
+            changed = ours != self._ours
+            self._ours = ours
             for node, info in infos.items():
                 if info is None:
                     continue
@@ -86,12 +104,16 @@ class Observer:
                 del self._pools[key]
                 changed = True
             if changed:
-                self._sets = self._aggregate()
+                self._aggregate()
             unreachable = frozenset(n for n, o in self.nodes.items() if not o.reachable)
-            return ObservedState(sets=self._sets, unreachable_nodes=unreachable)
+            return ObservedState(sets=self._sets, unreachable_nodes=unreachable, foreign=self._foreign)
 
-    def _aggregate(self) -> dict[str, SnapshotSet]:
-        return aggregate((node, s) for (node, _pool), cache in self._pools.items() for s in cache.snapshots)
+    def _aggregate(self) -> None:
+        self._sets, self._foreign = partition(
+            ((node, s) for (node, _pool), cache in self._pools.items() for s in cache.snapshots),
+            self._ours,
+            unlabeled_here=not self._target,
+        )
 
     def _node_infos(self, clients: Mapping[str, AgentClient], now: datetime) -> dict[str, NodeInfo | None]:
         def one(name: str) -> tuple[str, NodeInfo | None, str]:

@@ -139,6 +139,12 @@ def plan_restore(
         raise InvalidArgument(f"restore mode {req.mode!r}: one of {', '.join(MODES)}")
     if tenant is not None and not tenant_can_see(s, tenant):
         raise PermissionDenied(f"set {s.set_id} is not visible to tenant {tenant}")
+    if s.received_as and (req.level == "system" or req.mode == "over_source"):
+        raise FailedPrecondition(
+            f"set {s.received_as} is a copy received from another site: a whole system, or anything "
+            "over its source, is restored only on the site that took it; here, restore resources, "
+            "tenants or files as new copies (--as), or clone them"
+        )
     warnings: list[str] = []
     if not s.complete:
         if req.level == "system":
@@ -208,7 +214,7 @@ def plan_restore(
         raise FailedPrecondition(f"{', '.join(clash)} already exist(s); choose another name with --as")
     verb = "clone" if req.mode == "clone" else "restore"
     summary = (
-        f"{verb} {what} from set {s.set_id} as {new_name!r} ({len(steps)} new volume(s); "
+        f"{verb} {what} from set {s.key} as {new_name!r} ({len(steps)} new volume(s); "
         "not added to the config, never deleted by the reconciler)"
     )
     return RestorePlan(req, summary, steps, False, tuple(warnings), settings, new_name)

@@ -48,6 +48,7 @@ __all__ = [
     "BASE_HOLD",
     "SYNC_HOLD",
     "SYNCBACK_HOLD",
+    "KEPT_HERE_HOLD",
     "SENDING_NOW",
     "HoldChange",
     "ManualRequest",
@@ -63,6 +64,8 @@ __all__ = [
     "retry_at",
     "sync_hold",
     "syncback_hold",
+    "kept_here_hold",
+    "kept_here_until",
     "window_state",
     "with_local_holds",
 ]
@@ -70,10 +73,12 @@ __all__ = [
 BASE_HOLD = "base:"
 SYNC_HOLD = "sync:"
 SYNCBACK_HOLD = "syncback-until:"
+# on a copy received from another site: this site keeps it (until a time, or for good), whatever
+# the sending site's remote retention says (its planner keeps held sets)
+KEPT_HERE_HOLD = "kept-here"
 SENDING_NOW = "sending now"  # the reason of a Waiting entry whose transfer is running
 _HOLD_TIME = "%Y%m%dT%H%M%SZ"
 MAX_RETRY_DELAY = timedelta(days=1)
-LABEL_ORIGIN_NODE = "origin_node"  # replication/api.py writes it on received snapshots
 
 Retain = Callable[[DesiredState, ObservedState, datetime], Plan]
 
@@ -90,6 +95,26 @@ def syncback_hold(until: datetime) -> str:
     return SYNCBACK_HOLD + until.astimezone(UTC).strftime(_HOLD_TIME)
 
 
+def kept_here_hold(until: datetime | None) -> str:
+    """The hold a site puts on a copy it received to keep it until `until` (None: for good)."""
+    if until is None:
+        return KEPT_HERE_HOLD
+    return f"{KEPT_HERE_HOLD}-until:{until.astimezone(UTC).strftime(_HOLD_TIME)}"
+
+
+def kept_here_until(hold: str) -> tuple[bool, datetime | None]:
+    """(is a kept-here hold, until when: None for good or when unreadable)."""
+    if hold == KEPT_HERE_HOLD:
+        return True, None
+    prefix = f"{KEPT_HERE_HOLD}-until:"
+    if not hold.startswith(prefix):
+        return False, None
+    try:
+        return True, datetime.strptime(hold[len(prefix) :], _HOLD_TIME).replace(tzinfo=UTC)
+    except ValueError:
+        return True, None
+
+
 def _syncback_until(hold: str) -> datetime | None:
     try:
         return datetime.strptime(hold[len(SYNCBACK_HOLD) :], _HOLD_TIME).replace(tzinfo=UTC)
@@ -104,8 +129,9 @@ class TargetView:
 
     name: str
     reachable: bool
-    sets: Mapping[str, SnapshotSet] = field(default_factory=dict)
+    sets: Mapping[str, SnapshotSet] = field(default_factory=dict)  # ours: what our nodes sent
     error: str = ""
+    foreign: int = 0  # sets there that are not ours (the target site's own, other sites' copies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,13 +317,15 @@ class _Planner:
         self.retain = retain
         self.transfers: list[Transfer] = []
         self.waiting: list[Waiting] = []
-        self.holds: dict[tuple[str, str], tuple[tuple[VolumeRef, ...], set[str], set[str], list[str]]] = {}
+        # (target, set key) -> (set id, refs, holds to add, to remove, reasons)
+        self.holds: dict[
+            tuple[str, str], tuple[str, tuple[VolumeRef, ...], set[str], set[str], list[str]]
+        ] = {}
         self.deletes: list[RemoteDelete] = []
         self.kept: list[Keep] = []
         self.targets: list[TargetState] = []
         self.warnings: list[str] = []
         self.wakeup: datetime | None = None
-        self.our_nodes = frozenset(config.nodes)
 
     def wake(self, at: datetime | None) -> None:
         if at is not None and at > self.now and (self.wakeup is None or at < self.wakeup):
@@ -310,13 +338,15 @@ class _Planner:
         members_without = [m for m in s.members if (remove and remove in m.snapshot.holds)]
         if not members_with and not members_without:
             return
-        key = (target, s.set_id)
-        entry = self.holds.setdefault(key, (refs, set(), set(), []))
+        # keyed by s.key: a copy from another site may share its set id with one of our sets
+        _sid, _refs, adds, removes, why = self.holds.setdefault(
+            (target, s.key), (s.set_id, refs, set(), set(), [])
+        )
         if add and members_with:
-            entry[1].add(add)
+            adds.add(add)
         if remove and members_without:
-            entry[2].add(remove)
-        entry[3].append(reason)
+            removes.add(remove)
+        why.append(reason)
 
     # -- local retention periods --
     def local_retention(self, profile: str, period: str) -> tuple[bool, timedelta | None]:
@@ -335,6 +365,7 @@ class _Planner:
             self.plan_target(name, target, complete_local)
         self.release_unknown(set(targets))
         self.release_syncback()
+        self.release_kept_here()
         self.transfers.sort(key=lambda t: (t.target, t.priority, t.created, t.set_id))
         holds = tuple(
             HoldChange(
@@ -345,7 +376,7 @@ class _Planner:
                 frozenset(remove - add),
                 "; ".join(dict.fromkeys(why)),
             )
-            for (target, set_id), (refs, add, remove, why) in sorted(self.holds.items())
+            for (target, _key), (set_id, refs, add, remove, why) in sorted(self.holds.items())
             if add - remove or remove - add
         )
         return SyncPlan(
@@ -559,6 +590,23 @@ class _Planner:
                             "", s, remove=hold, reason=f"target {hold[len(prefix) :]} is no longer configured"
                         )
 
+    def release_kept_here(self) -> None:
+        """Copies received from other sites that this site kept until a time that has come."""
+        for s in self.local.foreign.values():
+            for hold in sorted(s.holds):
+                kept, until = kept_here_until(hold)
+                if not kept or until is None:
+                    continue
+                if until <= self.now:
+                    self.hold(
+                        "",
+                        s,
+                        remove=hold,
+                        reason="kept here until then; the sending site's retention applies again",
+                    )
+                else:
+                    self.wake(until)
+
     def release_syncback(self) -> None:
         for s in self.local.sets.values():
             for hold in sorted(s.holds):
@@ -578,8 +626,6 @@ class _Planner:
         bh = base_hold(name)
         ours: dict[str, SnapshotSet] = {}
         for sid, s in view.sets.items():
-            if s.members and s.members[0].snapshot.labels.get(LABEL_ORIGIN_NODE, "") not in self.our_nodes:
-                continue
             if bases.get(s.scope) == sid:
                 # the base hold this plan adds protects it already (the hold lands after the plan)
                 s = replace(
@@ -590,9 +636,8 @@ class _Planner:
                     ),
                 )
             ours[sid] = s
-        foreign = len(view.sets) - len(ours)
-        if foreign:
-            self.warnings.append(f"{name}: {foreign} set(s) from other sites are left alone")
+        if view.foreign:
+            self.warnings.append(f"{name}: {view.foreign} set(s) from other sites are left alone")
         by_profile: dict[str, list[SyncItemConfig]] = {}
         for item in target.items:
             by_profile.setdefault(item.profile, []).append(item)

@@ -21,6 +21,7 @@ from reconciler.domain import (
     SnapshotInfo,
     SnapshotSet,
 )
+from reconciler.observed import partition
 from reconciler.planner import plan
 from reconciler.syncplan import (
     HoldChange,
@@ -354,24 +355,22 @@ def test_remote_retention_uses_the_remote_period_and_keeps_the_base() -> None:
 
 
 def test_foreign_sets_on_the_target_are_left_alone() -> None:
-    there = remote("dr", local_sets([30]))
-    foreign = {
-        k: replace(
-            s,
-            members=(
-                ObservedMember(
-                    "dr",
-                    replace(
-                        s.members[0].snapshot,
-                        labels={**s.members[0].snapshot.labels, "origin_node": "elsewhere"},
-                    ),
-                ),
-            ),
-        )
-        for k, s in there.sets.items()
-    }
-    p = plan_sync(config(), observed(), {"dr": TargetView("dr", True, foreign)}, now=NOW, retain=plan)
-    assert p.deletes == () and any("other sites" in w for w in p.warnings)
+    # one set id on the target, three owners: our copy (n1 sent it), another site's copy, and the
+    # target site's own set (set ids come from the scope and slot, so sites share them)
+    (ours,) = remote("dr", local_sets([30])).sets.values()
+    snap = ours.members[0].snapshot
+    unlabeled = {k: v for k, v in snap.labels.items() if k != "origin_node"}
+    members = [
+        ("dr", snap),
+        ("dr", replace(snap, volume="vms/theirs", labels={**snap.labels, "origin_node": "elsewhere"})),
+        ("dr", replace(snap, volume="vms/own", labels=unlabeled)),
+    ]
+    sets, foreign = partition(members, {"n1"}, unlabeled_here=False)
+    assert [m.snapshot.volume for m in sets[ours.set_id].members] == [snap.volume]
+    assert list(foreign) == [f"{ours.set_id}@dr+elsewhere"]
+    view = TargetView("dr", True, sets, foreign=len(foreign))
+    p = plan_sync(config(), observed(), {"dr": view}, now=NOW, retain=plan)
+    assert p.deletes == () and any("1 set(s) from other sites" in w for w in p.warnings)
 
 
 def test_syncback_holds_expire() -> None:

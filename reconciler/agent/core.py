@@ -22,6 +22,7 @@ from ..backends.base import Backend, FileEntry, ProgressEvent, ProgressFn, no_pr
 from ..catalog import Catalog
 from ..domain import (
     LABEL_KIND,
+    LABEL_ORIGIN_NODE,
     LABEL_RESOURCE,
     SET_ID_RE,
     ImmutableState,
@@ -29,7 +30,14 @@ from ..domain import (
     SnapshotInfo,
     valid_volume_name,
 )
-from ..errors import FailedPrecondition, InvalidArgument, NotFound, PathEscapes, ReconcilerError
+from ..errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PathEscapes,
+    ReconcilerError,
+)
 from ..fsutil import exchange, rename_noreplace
 from ..quiesce import quiesced
 from .api import (
@@ -210,8 +218,18 @@ class NodeAgent:
             existing: dict[tuple[str, str], SnapshotInfo] = {}
             for t in req.targets:
                 snap = self.pool(t.pool).catalog.get(req.set_id, t.volume)
-                if snap is not None:
-                    existing[(t.pool, t.volume)] = snap
+                if snap is None:
+                    continue
+                origin = snap.labels.get(LABEL_ORIGIN_NODE, self.node)
+                if origin != self.node:
+                    # a copy another site's node sent here under the same set id: it is not a
+                    # snapshot of this volume, and must never be taken for one
+                    raise AlreadyExists(
+                        f"node {self.node} pool {t.pool}: set {req.set_id} already holds {t.volume!r} as a "
+                        f"copy received from node {origin}; give the offsite copies a pool of their own "
+                        "(offsite.targets.<name>.pool on the sending site)"
+                    )
+                existing[(t.pool, t.volume)] = snap
             todo = [t for t in req.targets if (t.pool, t.volume) not in existing]
             if not todo:
                 snaps = tuple(self.effective(existing[(t.pool, t.volume)]) for t in req.targets)

@@ -18,7 +18,7 @@ import grpc
 
 from .. import __version__
 from ..backends.base import ProgressEvent
-from ..domain import Action, ActionKind, Keep, SnapshotSet
+from ..domain import LABEL_ORIGIN_NODE, Action, ActionKind, Keep, SnapshotSet
 from ..errors import PermissionDenied
 from ..restore import RestorePlan, RestoreRequest, exposed_to
 from ..serde import from_ts, set_ts
@@ -49,6 +49,10 @@ def set_to_pb(s: SnapshotSet) -> cpb.SnapshotSet:
         holds=sorted(s.holds),
         expected_members=s.expected_members,
         exposed_to=sorted(exposed_to(s)),
+        received_as=s.received_as,
+        origin_nodes=sorted({m.snapshot.labels.get(LABEL_ORIGIN_NODE, "") for m in s.members} - {""})
+        if s.received_as
+        else [],
         logical_bytes=sum(m.snapshot.logical_bytes for m in s.members),
         unique_bytes=sum(m.snapshot.unique_bytes for m in s.members),
         members=[

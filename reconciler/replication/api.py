@@ -9,6 +9,7 @@ from datetime import datetime
 
 from .. import serde
 from ..agent.api import SnapshotKey
+from ..domain import LABEL_ORIGIN_NODE as LABEL_ORIGIN_NODE  # re-exported: receivers write it
 from ..domain import SnapshotInfo
 from ..v1 import replication_pb2 as rpb
 from .progress import TransferStats
@@ -16,7 +17,6 @@ from .progress import TransferStats
 REPLICATION_PROTOCOL = 1
 
 # Labels a received snapshot carries: where the data was first snapshotted.
-LABEL_ORIGIN_NODE = "origin_node"
 LABEL_ORIGIN_POOL = "origin_pool"
 
 

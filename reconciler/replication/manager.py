@@ -311,7 +311,7 @@ class SyncManager:
                         self._views[name] = TargetView(name, False, error=f"cannot connect: {exc}")
                         continue
                     self._target_cfg[name] = cfg
-                    self._observers[name] = Observer()
+                    self._observers[name] = Observer(target=True)
                 # an embedded node dials targets with the identity the config gives for them
                 creds = None
                 if not cfg.insecure and cfg.tls is not None:
@@ -383,11 +383,18 @@ class SyncManager:
             observers = dict(self._observers)
         views: dict[str, TargetView] = {}
 
+        config = self._config()
+        ours = frozenset(config.nodes) if config is not None else frozenset()
+
         def one(name: str) -> TargetView:
-            obs = observers[name].observe({name: targets[name]}, now)
+            # ours there: what our nodes sent; the target site's own sets and other sites' copies
+            # are left apart, even under one of our set ids
+            obs = observers[name].observe({name: targets[name]}, now, our_nodes=ours)
             node = observers[name].nodes.get(name)
             reachable = node is not None and node.reachable
-            return TargetView(name, reachable, dict(obs.sets), node.error if node is not None else "")
+            return TargetView(
+                name, reachable, dict(obs.sets), node.error if node is not None else "", len(obs.foreign)
+            )
 
         if len(targets) > 1:
             with ThreadPoolExecutor(
