@@ -348,6 +348,12 @@ class Daemon:
         if sync is not None:
             observed = with_local_holds(observed, sync.holds)
         plan = self._without_deletes_of_restoring(make_plan(st.desired, observed, now), log_waits=False)
+        if observed.foreign:
+            note = (
+                f"{len(observed.foreign)} set(s) received from other sites (SET@NODE in snapshot list) "
+                "are left to the sites that sent them"
+            )
+            plan = replace(plan, warnings=(*plan.warnings, note))
         return DryRun(plan, sync)
 
     def run_pass(self) -> PassResult:

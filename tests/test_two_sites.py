@@ -94,6 +94,7 @@ def test_a_copy_from_another_site_never_stands_for_a_set_of_ours(
             # B plans and takes its own set of the slot: A's copy under the same id is not it
             plan = cli_json(bstate, "plan")
             assert [(x["kind"], x["set_id"]) for x in plan["actions"]] == [("create", sid)]
+            assert any("1 set(s) received from other sites" in w for w in plan["warnings"]), plan
             db.run_pass()
             assert members(dr, sid) == ["vms/vm1", "vms/web"]
             (own,) = db.observe().sets.values()
