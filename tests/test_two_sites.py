@@ -68,6 +68,10 @@ def site_b(a: dict[str, Any], dr: Site) -> dict[str, Any]:
         "profiles": {"daily": {"periods": [{"name": "midnight", "frequency": "daily", "retention": "30d"}]}},
         "resources": {"web": {"kind": "vm", "volumes": ["vms/web"]}},
         "system_snapshots": {"full": {"type": "full", "profile": "daily"}},
+        # A's agent is B's target too; nothing goes there by itself here
+        "offsite": {
+            "targets": {"a": {"address": a["nodes"]["src"]["address"], "tls": a["nodes"]["src"]["tls"]}}
+        },
     }
 
 
@@ -111,6 +115,10 @@ def test_a_copy_from_another_site_never_stands_for_a_set_of_ours(
             assert [m["volume"] for m in listed[received]["members"]] == ["vms/vm1"]
             human = cli(bstate, "snapshot", "list", check=True).stdout
             assert "RECEIVED FROM OTHER SITES" in human and received in human
+
+            # B sends only its own sets offsite
+            r = cli(bstate, "sync", received, "--target", "a")
+            assert r.returncode != 0 and "a site sends only its own sets" in r.stderr, r.stderr
 
             # A's copy is A's base there: B cannot drop it
             r = cli(bstate, "snapshot", "delete", received)

@@ -700,6 +700,10 @@ class SyncManager:
     def _local_set(self, set_id: str) -> SnapshotSet:
         observed = self.daemon.observe()
         s = observed.sets.get(set_id)
+        if s is None and set_id in observed.foreign:
+            raise FailedPrecondition(
+                f"{set_id} is a copy received from another site: a site sends only its own sets offsite"
+            )
         if s is None:
             raise NotFound(f"no local snapshot set {set_id!r}")
         return s
