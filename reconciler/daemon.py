@@ -11,7 +11,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -34,6 +34,7 @@ from .domain import (
     DesiredState,
     ImmutableState,
     Member,
+    ObservedMember,
     ObservedState,
     Plan,
     Scope,
@@ -423,8 +424,8 @@ class Daemon:
         s = observed.sets.get(set_id)
         if s is None and tenant is None:
             s = observed.foreign.get(set_id)
-            if s is None and "@" not in set_id:
-                there = sorted(k for k in observed.foreign if k.partition("@")[0] == set_id)
+            if s is None:
+                there = _copies_under(observed.foreign, set_id)
                 if there:
                     raise NotFound(
                         f"no snapshot set {set_id!r} of this site; received from other sites: "
@@ -439,7 +440,7 @@ class Daemon:
         under the same id (sites share set ids), which may hold it."""
         if s.received_as or tenant is not None:
             return ""
-        there = sorted(k for k, f in self.observer.foreign.items() if f.set_id == s.set_id)
+        there = _copies_under(self.observer.foreign, s.set_id)
         return f"; copies received from other sites under this id: {', '.join(there)}" if there else ""
 
     def restore(
@@ -580,19 +581,24 @@ class Daemon:
                 kw["remove_labels"] = frozenset({LABEL_EXPOSED})
         else:
             raise InvalidArgument(f"unknown update {action!r} (lock, unlock, expires, expose, unexpose)")
+        self._update_members(
+            s,
+            lambda m: SnapshotUpdate(SnapshotKey(s.set_id, m.snapshot.pool, m.snapshot.volume), fields, **kw),
+        )
+        log.info("set %s: %s", set_id, action, extra={"set_id": set_id, "action": action, "scope": s.scope})
+        self.wake()
+        return self.get_set(set_id)
+
+    def _update_members(self, s: SnapshotSet, update: Callable[[ObservedMember], SnapshotUpdate]) -> None:
+        """Send each member of `s` its update, one call per node."""
         by_node: dict[str, list[SnapshotUpdate]] = {}
         for m in s.members:
-            by_node.setdefault(m.node, []).append(
-                SnapshotUpdate(SnapshotKey(s.set_id, m.snapshot.pool, m.snapshot.volume), fields, **kw)
-            )
+            by_node.setdefault(m.node, []).append(update(m))
         for node, updates in sorted(by_node.items()):
             client = self.nodes.clients.get(node)
             if client is None:
                 raise NotFound(f"node {node} is not configured")
             client.update(updates)
-        log.info("set %s: %s", set_id, action, extra={"set_id": set_id, "action": action, "scope": s.scope})
-        self.wake()
-        return self.get_set(set_id)
 
     def _keep_here(self, s: SnapshotSet, until: datetime | None) -> SnapshotSet:
         """A copy received from another site: the sending site prunes it by its remote retention,
@@ -602,22 +608,15 @@ class Daemon:
         if until is not None and until <= self.clock():
             raise InvalidArgument(f"expiry {until.isoformat()} is in the past")
         new = kept_here_hold(until)
-        by_node: dict[str, list[SnapshotUpdate]] = {}
-        for m in s.members:
-            old = frozenset(h for h in m.snapshot.holds if kept_here_until(h)[0] and h != new)
-            by_node.setdefault(m.node, []).append(
-                SnapshotUpdate(
-                    SnapshotKey(s.set_id, m.snapshot.pool, m.snapshot.volume),
-                    frozenset({"holds"}),
-                    add_holds=frozenset({new}),
-                    remove_holds=old,
-                )
-            )
-        for node, updates in sorted(by_node.items()):
-            client = self.nodes.clients.get(node)
-            if client is None:
-                raise NotFound(f"node {node} is not configured")
-            client.update(updates)
+        self._update_members(
+            s,
+            lambda m: SnapshotUpdate(
+                SnapshotKey(s.set_id, m.snapshot.pool, m.snapshot.volume),
+                frozenset({"holds"}),
+                add_holds=frozenset({new}),
+                remove_holds=frozenset(h for h in m.snapshot.holds if kept_here_until(h)[0] and h != new),
+            ),
+        )
         log.info(
             "set %s (received from another site): kept here %s",
             s.key,
@@ -775,3 +774,8 @@ class Daemon:
                 hook(event, data)
             except Exception:  # noqa: BLE001 - observers must not break the daemon
                 log.exception("event hook failed")
+
+
+def _copies_under(foreign: Mapping[str, SnapshotSet], set_id: str) -> list[str]:
+    """The keys of the copies received from other sites that carry `set_id` (sites share ids)."""
+    return sorted(k for k, f in foreign.items() if f.set_id == set_id)
