@@ -374,8 +374,9 @@ def cmd_snapshot_list(ns: argparse.Namespace) -> int:
     print(table([_set_row(s) for s in sets if not s.get("received_as")], header))
     if received:
         print(
-            "\nRECEIVED FROM OTHER SITES (SET@ORIGIN NODES): restore or clone their resources and "
-            "tenants as new copies, browse their files; the sending site prunes them"
+            "\nRECEIVED FROM OTHER SITES (SET@SITE, or SET@NODES for a site without a name): restore or "
+            "clone their resources and tenants as new copies, browse their files; the sending site "
+            "prunes them"
         )
         print(table([_set_row(s) for s in received], header))
     return 0
@@ -482,8 +483,10 @@ def cmd_snapshot_update(ns: argparse.Namespace) -> int:
         state += f", deletable from {short_time(s.get('unlock_at'))}"
     if s.get("received_as"):
         kept = [h for h in s.get("holds", []) if h.startswith("kept-here")]
+        nodes = ", ".join(s.get("origin_nodes", []))
+        origin = f"site {s['origin_site']} ({nodes})" if s.get("origin_site") else nodes or "another site"
         print(
-            f"{s['received_as']} (received from {', '.join(s.get('origin_nodes', [])) or 'another site'}): "
+            f"{s['received_as']} (received from {origin}): "
             f"{state}; holds: {', '.join(s.get('holds', [])) or 'none'}; "
             + (
                 "kept here whatever the sending site's retention says"

@@ -458,6 +458,9 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     version: Literal[1] = 1
+    # this site's name: sent with every offsite copy, so that the receiving site (and this one,
+    # looking at its targets) tells our copies from its own sets even when node names repeat
+    site: Name | None = None
     nodes: dict[Name, NodeConfig] = Field(default_factory=dict)
     tenants: dict[Name, TenantConfig] = Field(default_factory=dict)
     resources: dict[Name, ResourceConfig] = Field(default_factory=dict)

@@ -145,7 +145,7 @@ class Daemon:
         self.clock = clock
         self.nodes = NodeSet(settings.state_dir, deadlines=deadlines)
         self.observer = Observer()
-        self.executor = Executor(lambda: self.nodes.clients, clock=clock)
+        self.executor = Executor(lambda: self.nodes.clients, clock=clock, site=lambda: self.site)
         # offsite sync (replication/manager.py); its retry history lives in the state directory
         self.sync = SyncManager(self, deadlines=deadlines, state_dir=settings.state_dir)
         self.current: ConfigState | None = None
@@ -309,8 +309,14 @@ class Daemon:
             raise FailedPrecondition("no config loaded")
         return self.current
 
+    @property
+    def site(self) -> str:
+        """The config's site name ("" without one or before a config is loaded)."""
+        st = self.current
+        return (st.config.site or "") if st is not None else ""
+
     def observe(self) -> ObservedState:
-        return self.observer.observe(self.nodes.clients, self.clock())
+        return self.observer.observe(self.nodes.clients, self.clock(), our_site=self.site)
 
     def _without_deletes_of_restoring(self, p: Plan, *, log_waits: bool = True) -> Plan:
         """The plan without the deletes of sets a restore is reading (a warning says each waits)."""
@@ -404,7 +410,7 @@ class Daemon:
                 for pool in info.pools:
                     _gen, snaps = client.list_snapshots(pool.name, with_usage=True)
                     members.extend((node, s) for s in snaps)
-            ours, foreign = partition(members, self.nodes.clients)
+            ours, foreign = partition(members, self.nodes.clients, our_site=self.site)
         else:
             observed = self.observe()
             ours, foreign = dict(observed.sets), dict(observed.foreign)

@@ -160,6 +160,7 @@ LABEL_PRIVATE = "private"
 LABEL_TENANT = "tenant"
 LABEL_SETTINGS = "settings"  # the resource's config section when the snapshot was taken (JSON)
 LABEL_ORIGIN_NODE = "origin_node"  # on a copy received by offsite sync: the node that sent it
+LABEL_ORIGIN_SITE = "origin_site"  # ... and the sending site's name (config `site:`), when it has one
 LABEL_EXPOSED = "exposed_to"  # comma-separated tenants a provider set is exposed to
 
 

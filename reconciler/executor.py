@@ -73,9 +73,12 @@ class Executor:
         max_workers: int = 8,
         history: int = 200,
         on_record: Callable[[ActionRecord], None] | None = None,
+        site: Callable[[], str] = lambda: "",
     ) -> None:
+        """site: the config's site name, sent with each create (agent/core.py's create_set)."""
         self._clients = clients
         self._clock = clock
+        self._site = site
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="exec")
         self._scope_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -173,6 +176,7 @@ class Executor:
             labels[LABEL_DESCRIPTION] = description[:1000]
         created = a.slot if a.slot is not None else self._clock()
         clients = self._clients()
+        site = self._site()
 
         def request(members: Sequence[Member]) -> CreateSetRequest:
             groups: list[QuiesceGroup] = []
@@ -194,6 +198,7 @@ class Executor:
                 immutable=a.immutable,
                 quiesce=tuple(groups),
                 quiesce_fail=a.quiesce_policy == "fail",
+                site=site,
             )
 
         def one(node: str, members: list[Member]) -> ActionRecord:

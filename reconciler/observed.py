@@ -15,6 +15,7 @@ from .domain import (
     LABEL_EXPECTED,
     LABEL_KIND,
     LABEL_ORIGIN_NODE,
+    LABEL_ORIGIN_SITE,
     LABEL_PERIOD,
     LABEL_PRIVATE,
     LABEL_PROFILE,
@@ -49,37 +50,51 @@ def origin_node(node: str, snap: SnapshotInfo, *, unlabeled_here: bool = True) -
     return snap.labels.get(LABEL_ORIGIN_NODE) or (node if unlabeled_here else "")
 
 
+def is_ours(snap: SnapshotInfo, origin: str, our_nodes: Collection[str], our_site: str) -> bool:
+    """Whether a snapshot was taken by this site: a copy from a site with a name (config `site:`)
+    carries it, and is ours exactly when the name is ours; anything else is ours when the node it
+    was taken on (`origin`, see origin_node) is one of our nodes."""
+    site = snap.labels.get(LABEL_ORIGIN_SITE, "")
+    return site == our_site if site else origin in our_nodes
+
+
 def foreign_key(set_id: str, origins: Iterable[str]) -> str:
-    """How a set from elsewhere is named beside our own: SET@NODE[+NODE...], the nodes it came from
-    (its id alone may be the id of one of our sets: set ids are made from the scope and the slot)."""
+    """How a set from elsewhere is named beside our own: SET@SITE for a copy from a site with a
+    name, else SET@NODE[+NODE...], the nodes it came from (its id alone may be the id of one of our
+    sets: set ids are made from the scope and the slot)."""
     return f"{set_id}@{'+'.join(sorted(set(origins))) or '?'}"
 
 
 def partition(
-    members: Iterable[tuple[str, SnapshotInfo]], our_nodes: Collection[str], *, unlabeled_here: bool = True
+    members: Iterable[tuple[str, SnapshotInfo]],
+    our_nodes: Collection[str],
+    *,
+    our_site: str = "",
+    unlabeled_here: bool = True,
 ) -> tuple[dict[str, SnapshotSet], dict[str, SnapshotSet]]:
-    """Group (node, snapshot) pairs into our sets (taken on one of our_nodes) and the sets from
-    elsewhere: copies other sites' nodes sent here by offsite sync, and (unlabeled_here=False, when
+    """Group (node, snapshot) pairs into our sets (taken by this site: see is_ours) and the sets from
+    elsewhere: copies other sites sent here by offsite sync, and (unlabeled_here=False, when
     looking at a target) the target site's own snapshots. The two never mix, even under one set id,
     so a copy from elsewhere never stands for a set of ours (nor the reverse), and nothing of
-    ours is ever planned from one. Sets from elsewhere are keyed by foreign_key."""
+    ours is ever planned from one. Sets from elsewhere are keyed by foreign_key, one per sending
+    site where the sites have names."""
     ours: dict[str, list[ObservedMember]] = {}
-    theirs: dict[str, list[ObservedMember]] = {}
-    origins: dict[str, set[str]] = {}
+    theirs: dict[tuple[str, str], list[ObservedMember]] = {}
+    origins: dict[tuple[str, str], set[str]] = {}
     for node, snap in members:
         origin = origin_node(node, snap, unlabeled_here=unlabeled_here)
-        if origin in our_nodes:
+        if is_ours(snap, origin, our_nodes, our_site):
             ours.setdefault(snap.set_id, []).append(ObservedMember(node, snap))
-        else:
-            theirs.setdefault(snap.set_id, []).append(ObservedMember(node, snap))
-            origins.setdefault(snap.set_id, set()).add(origin or node)
+            continue
+        site = snap.labels.get(LABEL_ORIGIN_SITE, "")
+        theirs.setdefault((snap.set_id, site), []).append(ObservedMember(node, snap))
+        origins.setdefault((snap.set_id, site), set()).add(site or origin or node)
+    foreign: dict[str, list[ObservedMember]] = {}
+    for group, ms in theirs.items():
+        foreign.setdefault(foreign_key(group[0], origins[group]), []).extend(ms)
     return (
         {set_id: build_set(set_id, ms) for set_id, ms in ours.items()},
-        {
-            key: replace(build_set(set_id, ms), received_as=key)
-            for set_id, ms in theirs.items()
-            for key in (foreign_key(set_id, origins[set_id]),)
-        },
+        {key: replace(build_set(ms[0].snapshot.set_id, ms), received_as=key) for key, ms in foreign.items()},
     )
 
 

@@ -46,7 +46,7 @@ class Observer:
         """target=False: observe our own nodes (a snapshot without an origin label is ours);
         target=True: observe an offsite target (ours are only the copies our nodes sent there)."""
         self._target = target
-        self._ours: frozenset[str] = frozenset()
+        self._ours: tuple[frozenset[str], str] = (frozenset(), "")
         self._pools: dict[tuple[str, str], _PoolCache] = {}
         self._sets: dict[str, SnapshotSet] = {}
         self._foreign: dict[str, SnapshotSet] = {}
@@ -71,10 +71,16 @@ class Observer:
             self._aggregate()
 
     def observe(
-        self, clients: Mapping[str, AgentClient], now: datetime, our_nodes: Collection[str] | None = None
+        self,
+        clients: Mapping[str, AgentClient],
+        now: datetime,
+        our_nodes: Collection[str] | None = None,
+        *,
+        our_site: str = "",
     ) -> ObservedState:
-        """our_nodes: the nodes whose snapshots are ours (default: the observed ones)."""
-        ours = frozenset(clients if our_nodes is None else our_nodes)
+        """our_nodes: the nodes whose snapshots are ours (default: the observed ones); our_site: the
+        config's site name, which copies we sent carry (observed.is_ours)."""
+        ours = (frozenset(clients if our_nodes is None else our_nodes), our_site)
         with self._lock:
             infos = self._node_infos(clients, now)
             changed = ours != self._ours
@@ -111,7 +117,8 @@ class Observer:
     def _aggregate(self) -> None:
         self._sets, self._foreign = partition(
             ((node, s) for (node, _pool), cache in self._pools.items() for s in cache.snapshots),
-            self._ours,
+            self._ours[0],
+            our_site=self._ours[1],
             unlabeled_here=not self._target,
         )
 

@@ -138,6 +138,7 @@ def create_to_pb(r: CreateSetRequest) -> pb.CreateSnapshotSetRequest:
         if r.quiesce_fail
         else pb.QUIESCE_POLICY_CRASH_CONSISTENT_ON_FAILURE,
         freeze_budget_ms=int(r.freeze_budget.total_seconds() * 1000),
+        site=r.site,
         targets=[
             pb.SnapshotTarget(pool=t.pool, volume=t.volume, resource=t.resource, labels=dict(t.labels))
             for t in r.targets
@@ -184,6 +185,7 @@ def create_from_pb(m: pb.CreateSnapshotSetRequest) -> CreateSetRequest:
         ),
         quiesce_fail=m.quiesce_policy == pb.QUIESCE_POLICY_FAIL,
         freeze_budget=timedelta(milliseconds=m.freeze_budget_ms or 10_000),
+        site=m.site,
     )
 
 

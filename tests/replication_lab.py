@@ -177,9 +177,9 @@ class Site:
         )
         return list(res.snapshots)
 
-    def sets(self) -> dict[str, list[SnapshotInfo]]:
+    def sets(self, pool: str = "main") -> dict[str, list[SnapshotInfo]]:
         out: dict[str, list[SnapshotInfo]] = {}
-        for s in self.client.list_snapshots("main")[1]:
+        for s in self.client.list_snapshots(pool)[1]:
             out.setdefault(s.set_id, []).append(s)
         return out
 

@@ -182,7 +182,15 @@ def test_good_inventory_renders_a_valid_config(deployed: tuple[Deploy, str]) -> 
     # the rendered file says exactly what the inventory says, sections in the documented order
     rendered = YAML(typ="safe").load(d.config.read_text())
     inv = _inventory_vars()
-    assert list(rendered) == ["version", "nodes", "tenants", "resources", "profiles", "system_snapshots"]
+    assert list(rendered) == [
+        "version",
+        "site",
+        "nodes",
+        "tenants",
+        "resources",
+        "profiles",
+        "system_snapshots",
+    ]
     for section in list(rendered)[1:]:
         assert rendered[section] == inv[f"reconciler_{section}"], section
     assert stat.S_IMODE(d.config.stat().st_mode) == 0o640

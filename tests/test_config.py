@@ -556,6 +556,17 @@ def test_field_format_errors(tmp_path: Path) -> None:
     ]
 
 
+def test_site_name(tmp_path: Path) -> None:
+    f, errs = errors_of(tmp_path, "site: east coast\n" + BASE)
+    assert errs == [
+        f"{f}:1:7: site: invalid name 'east coast': use 1-63 letters, digits, '-' or '_', starting with a "
+        "letter or digit"
+    ]
+    path = tmp_path / "ok.yaml"
+    path.write_text("site: east\n" + BASE)
+    assert load_config(path).site == "east"
+
+
 def test_retention_needs_a_value(tmp_path: Path) -> None:
     f, errs = errors_of(tmp_path, BASE.replace("retention: 3d", "retention:"))
     assert errs == [

@@ -680,3 +680,119 @@ def test_a_copy_from_another_site_is_never_taken_for_a_snapshot_of_our_volume(
             st = cli_json(bstate, "status")
             failing = [c["message"] for c in st["conditions"] if c["kind"] == "ActionFailing"]
             assert any("copy received from node src" in m and "a pool of their own" in m for m in failing), st
+
+
+# --- mirrored sites: the same node names, told apart by their site names ------------------------------
+# Two sites deployed from one template: each calls its node n1 and has a vm1 at vms/vm1. With
+# `site: east` / `site: west`, copies carry their site and never pass for the other site's own.
+
+
+@pytest.fixture
+def mirrored(tmp_path: Path) -> Iterator[tuple[Site, Site, dict[str, Any], dict[str, Any]]]:
+    pki = create_lab_pki(tmp_path / "tls", nodes=["n1"])
+    east = Site("n1", tmp_path / "east", tmp_path / "east" / "pool", pki)
+    west = Site(
+        "n1", tmp_path / "west", tmp_path / "west" / "pool", pki, more_pools={"offsite": tmp_path / "off"}
+    )
+    fill_volume(east.pool / "vms/vm1", seed=3, big_mb=1, small=10)
+    fill_volume(west.pool / "vms/vm1", seed=9, big_mb=1, small=10)
+    east.start()
+    west.start()
+
+    def site(name: str, home: Site, other: Site) -> dict[str, Any]:
+        cfg = config(pki, home, other)
+        cfg["site"] = name
+        node = cfg["nodes"].pop("src")
+        node["tls"]["server_name"] = "n1"
+        cfg["nodes"]["n1"] = node
+        cfg["offsite"]["targets"]["dr"]["tls"]["server_name"] = "n1"
+        del cfg["resources"]["vm1"]["profile"]
+        cfg["system_snapshots"] = {"full": {"type": "full", "profile": "daily"}}
+        if name == "west":  # west sends nothing to east here
+            del cfg["offsite"]["targets"]["dr"]["items"]
+        return cfg
+
+    yield east, west, site("east", east, west), site("west", west, east)
+    east.stop()
+    west.stop()
+
+
+def test_site_names_keep_mirrored_sites_apart_where_node_names_repeat(
+    mirrored: tuple[Site, Site, dict[str, Any], dict[str, Any]], tmp_path: Path
+) -> None:
+    east, west, a, b = mirrored
+    a["offsite"]["targets"]["dr"]["pool"] = "offsite"  # east's copies land in a pool of their own
+    clock = Clock()
+    with daemon(a, tmp_path / "a" / "state", clock) as da:
+        da.run_pass()
+        (sid,) = da.observe().sets
+        da.sync.run_pass()
+        wait_for(lambda: sid in west.sets("offsite"), timeout=60, what="east's copy on west's node")
+        (copy,) = west.sets("offsite")[sid]
+        assert (copy.pool, copy.labels["origin_node"], copy.labels["origin_site"]) == (
+            "offsite",
+            "n1",
+            "east",
+        )
+
+        bstate = tmp_path / "b" / "state"
+        with daemon(b, bstate, clock) as db:
+            # west's node n1 holds a copy from a node n1: it is east's, not a set of west's
+            plan = cli_json(bstate, "plan")
+            assert [(x["kind"], x["set_id"]) for x in plan["actions"]] == [("create", sid)]
+            db.run_pass()
+            (own,) = db.observe().sets.values()
+            assert own.complete and [(m.snapshot.pool, m.snapshot.volume) for m in own.members] == [
+                ("main", "vms/vm1")
+            ]
+            listed = {s.get("received_as") or s["set_id"]: s for s in cli_json(bstate, "snapshot", "list")}
+            assert set(listed) == {sid, f"{sid}@east"}
+            assert listed[f"{sid}@east"]["origin_site"] == "east"
+            assert listed[f"{sid}@east"]["origin_nodes"] == ["n1"]
+            kept = cli(bstate, "snapshot", "expire", f"{sid}@east", "--never-expire", check=True).stdout
+            assert "received from site east (n1)" in kept and "kept here" in kept, kept
+            assert "kept-here" in west.sets("offsite")[sid][0].holds
+            r = cli(bstate, "restore", "resource", "vm1", "--set", f"{sid}@east", "--as", "vm1east")
+            assert r.returncode == 0, r.stdout + r.stderr
+            # the new copy is made in the pool the copy is in
+            assert read_tree(west.more_pools["offsite"] / "vms/vm1east") == read_tree(east.pool / "vms/vm1")
+
+            # east, looking at the target, counts its copy and nothing of west's
+            view = da.sync.observe_targets(clock.now)["dr"]
+            assert [m.snapshot.pool for m in view.sets[sid].members] == ["offsite"] and view.foreign == 1
+            da.sync.run_pass()
+            assert not da.sync.status().active
+
+
+def test_a_copy_from_a_named_site_never_passes_for_a_snapshot_taken_here(
+    mirrored: tuple[Site, Site, dict[str, Any], dict[str, Any]], tmp_path: Path
+) -> None:
+    """Both sites keep vms/vm1 in pool main, where east's copies land: whichever comes second is
+    refused loudly, by the receiving agent or by west's create; neither takes the other's data."""
+    east, west, a, b = mirrored
+    clock = Clock()
+    bstate = tmp_path / "b" / "state"
+    with daemon(a, tmp_path / "a" / "state", clock) as da, daemon(b, bstate, clock) as db:
+        # west first: east's copy of the same set id would land on west's own snapshot of vms/vm1
+        db.run_pass()
+        (sid,) = db.observe().sets
+        da.run_pass()
+        da.sync.run_pass()
+        wait_for(lambda: not da.sync.status().active, timeout=60, what="the transfer to end")
+        (snap,) = west.sets()[sid]
+        assert "origin_node" not in snap.labels  # west's own, untouched
+        assert sid not in da.sync.observe_targets(clock.now)["dr"].sets  # east knows it has no copy
+        (fail,) = [r for r in da.sync.status().recent if r.set_id == sid]
+        assert not fail.ok and "from node n1; the copy from node n1 of site east would collide" in fail.error
+
+        # the next day east goes first: west's create of the same id finds east's copy and refuses
+        clock.advance(days=1)
+        da.run_pass()
+        (sid2,) = set(da.observe().sets) - {sid}
+        da.sync.run_pass()
+        wait_for(lambda: sid2 in west.sets(), timeout=60, what="east's copy on west's node")
+        db.run_pass()
+        assert sid2 not in db.observe().sets
+        st = cli_json(bstate, "status")
+        failing = [c["message"] for c in st["conditions"] if c["kind"] == "ActionFailing"]
+        assert any("copy received from node n1 of site east" in m for m in failing), st

@@ -373,6 +373,39 @@ def test_foreign_sets_on_the_target_are_left_alone() -> None:
     assert p.deletes == () and any("1 set(s) from other sites" in w for w in p.warnings)
 
 
+def test_site_names_tell_copies_apart_where_node_names_repeat() -> None:
+    # site west's node n1 holds its own snapshot, a copy from site east's node n1, a copy from
+    # site south's node n1, and its own set come back from a target (sync back), all under one id
+    (own,) = remote("dr", local_sets([30])).sets.values()
+    snap = own.members[0].snapshot
+    local = replace(snap, labels={k: v for k, v in snap.labels.items() if k != "origin_node"})
+
+    def copy(site: str, volume: str) -> SnapshotInfo:
+        return replace(snap, volume=volume, labels={**snap.labels, "origin_node": "n1", "origin_site": site})
+
+    members = [
+        ("n1", local),
+        ("n1", copy("east", "vms/e")),
+        ("n1", copy("south", "vms/s")),
+        ("n1", copy("west", "vms/back")),
+    ]
+    sets, foreign = partition(members, {"n1"}, our_site="west")
+    assert [m.snapshot.volume for m in sets[own.set_id].members] == ["vms/back", snap.volume]
+    assert sorted(foreign) == [f"{own.set_id}@east", f"{own.set_id}@south"]
+    assert [m.snapshot.volume for m in foreign[f"{own.set_id}@east"].members] == ["vms/e"]
+    assert foreign[f"{own.set_id}@east"].received_as == f"{own.set_id}@east"
+
+    # a site without a name: a copy from a named site is never its own, whatever the node
+    sets, foreign = partition(members, {"n1"})
+    assert [m.snapshot.volume for m in sets[own.set_id].members] == [snap.volume]
+    assert sorted(foreign) == [f"{own.set_id}@{s}" for s in ("east", "south", "west")]
+
+    # east, looking at a target that holds all four: its copy is the one that names it
+    sets, foreign = partition(members, {"n1"}, our_site="east", unlabeled_here=False)
+    assert [m.snapshot.volume for m in sets[own.set_id].members] == ["vms/e"]
+    assert sorted(foreign) == [f"{own.set_id}@n1", f"{own.set_id}@south", f"{own.set_id}@west"]
+
+
 def test_syncback_holds_expire() -> None:
     sets = local_sets([0], holds=frozenset({syncback_hold(NOW - timedelta(minutes=1))}))
     p = plan_sync(config(targets={}), observed(*sets), {}, now=NOW)

@@ -64,6 +64,7 @@ class CreateSetRequest:
     quiesce: tuple[QuiesceGroup, ...] = ()
     quiesce_fail: bool = False  # True: a failed freeze fails the set; False: crash-consistent with a warning
     freeze_budget: timedelta = timedelta(seconds=10)
+    site: str = ""  # the asking daemon's site name (config `site:`)
 
 
 @dataclass(frozen=True, slots=True)

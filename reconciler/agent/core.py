@@ -23,7 +23,9 @@ from ..catalog import Catalog
 from ..domain import (
     LABEL_KIND,
     LABEL_ORIGIN_NODE,
+    LABEL_ORIGIN_SITE,
     LABEL_RESOURCE,
+    NAME_RE,
     SET_ID_RE,
     ImmutableState,
     SetKind,
@@ -221,13 +223,15 @@ class NodeAgent:
                 if snap is None:
                     continue
                 origin = snap.labels.get(LABEL_ORIGIN_NODE, self.node)
-                if origin != self.node:
-                    # a copy another site's node sent here under the same set id: it is not a
-                    # snapshot of this volume, and must never be taken for one
+                site = snap.labels.get(LABEL_ORIGIN_SITE, "")
+                if origin != self.node or (site and site != req.site):
+                    # a copy another site sent here under the same set id: it is not a snapshot of
+                    # this volume, and must never be taken for one (a copy of this very set coming
+                    # back, by sync back, names this node and the asking site)
                     raise AlreadyExists(
                         f"node {self.node} pool {t.pool}: set {req.set_id} already holds {t.volume!r} as a "
-                        f"copy received from node {origin}; give the offsite copies a pool of their own "
-                        "(offsite.targets.<name>.pool on the sending site)"
+                        f"copy received from node {origin}{f' of site {site}' if site else ''}; give the "
+                        "offsite copies a pool of their own (offsite.targets.<name>.pool on the sending site)"
                     )
                 existing[(t.pool, t.volume)] = snap
             todo = [t for t in req.targets if (t.pool, t.volume) not in existing]
@@ -313,6 +317,8 @@ class NodeAgent:
             or sum(len(k) + len(v) for k, v in req.labels.items()) > MAX_LABEL_BYTES
         ):
             raise InvalidArgument(f"set {req.set_id}: too many or too large labels")
+        if req.site and not NAME_RE.match(req.site):
+            raise InvalidArgument(f"set {req.set_id}: invalid site name {req.site[:80]!r}")
         seen: set[tuple[str, str]] = set()
         for t in req.targets:
             self.pool(t.pool)

@@ -18,7 +18,7 @@ import grpc
 
 from .. import __version__
 from ..backends.base import ProgressEvent
-from ..domain import LABEL_ORIGIN_NODE, Action, ActionKind, Keep, SnapshotSet
+from ..domain import LABEL_ORIGIN_NODE, LABEL_ORIGIN_SITE, Action, ActionKind, Keep, SnapshotSet
 from ..errors import PermissionDenied
 from ..restore import RestorePlan, RestoreRequest, exposed_to
 from ..serde import from_ts, set_ts
@@ -53,6 +53,7 @@ def set_to_pb(s: SnapshotSet) -> cpb.SnapshotSet:
         origin_nodes=sorted({m.snapshot.labels.get(LABEL_ORIGIN_NODE, "") for m in s.members} - {""})
         if s.received_as
         else [],
+        origin_site=s.members[0].snapshot.labels.get(LABEL_ORIGIN_SITE, "") if s.received_as else "",
         logical_bytes=sum(m.snapshot.logical_bytes for m in s.members),
         unique_bytes=sum(m.snapshot.unique_bytes for m in s.members),
         members=[

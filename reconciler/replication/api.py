@@ -10,6 +10,7 @@ from datetime import datetime
 from .. import serde
 from ..agent.api import SnapshotKey
 from ..domain import LABEL_ORIGIN_NODE as LABEL_ORIGIN_NODE  # re-exported: receivers write it
+from ..domain import LABEL_ORIGIN_SITE as LABEL_ORIGIN_SITE  # ... and senders send it
 from ..domain import SnapshotInfo
 from ..v1 import replication_pb2 as rpb
 from .progress import TransferStats

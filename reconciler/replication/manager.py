@@ -60,7 +60,7 @@ from ..syncplan import (
     syncback_hold,
 )
 from ..v1 import agent_pb2 as pb
-from .api import LABEL_ORIGIN_NODE, Peer, ReplicateOutcome, ReplicateSpec
+from .api import LABEL_ORIGIN_NODE, LABEL_ORIGIN_SITE, Peer, ReplicateOutcome, ReplicateSpec
 from .client import ReplicateCancelled, ReplicationClient
 from .progress import TransferStats
 from .sender import register_identity
@@ -385,11 +385,12 @@ class SyncManager:
 
         config = self._config()
         ours = frozenset(config.nodes) if config is not None else frozenset()
+        site = (config.site or "") if config is not None else ""
 
         def one(name: str) -> TargetView:
             # ours there: what our nodes sent; the target site's own sets and other sites' copies
             # are left apart, even under one of our set ids
-            obs = observers[name].observe({name: targets[name]}, now, our_nodes=ours)
+            obs = observers[name].observe({name: targets[name]}, now, our_nodes=ours, our_site=site)
             node = observers[name].nodes.get(name)
             reachable = node is not None and node.reachable
             return TargetView(
@@ -639,6 +640,7 @@ class SyncManager:
         latest: dict[str, TransferStats] = {}
         lock = threading.Lock()
         failed = threading.Event()  # one node failed: the others stop (not a pause: active.cancel)
+        site = self.daemon.site  # the copies carry it: the target site tells them from its own sets
 
         class _Stop:
             @staticmethod
@@ -656,6 +658,7 @@ class SyncManager:
                 throttle_bps=max(1, t.throttle_bps // workers) if t.throttle_bps else 0,
                 compression=t.compression,
                 streams=per_node,
+                labels={LABEL_ORIGIN_SITE: site} if site else {},
             )
 
             def progress(st: TransferStats) -> None:

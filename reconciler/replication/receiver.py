@@ -19,7 +19,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -41,7 +41,7 @@ from ..v1 import replication_pb2 as rpb
 from . import btrfs as btrfs_repl
 from . import chunkstore as cs_repl
 from . import wire
-from .api import LABEL_ORIGIN_NODE, LABEL_ORIGIN_POOL, REPLICATION_PROTOCOL
+from .api import LABEL_ORIGIN_NODE, LABEL_ORIGIN_POOL, LABEL_ORIGIN_SITE, REPLICATION_PROTOCOL
 from .chunkstore import ChunkstoreSink
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,30 @@ def prefetch(items: Iterator[_T], depth: int) -> Iterator[_T]:
             yield item  # type: ignore[misc]
     finally:
         stop.set()
+
+
+def _who(labels: Mapping[str, str], node: str) -> tuple[str, str]:
+    """(site, node) that took a snapshot: its origin labels, else (no site, `node`)."""
+    return labels.get(LABEL_ORIGIN_SITE, ""), labels.get(LABEL_ORIGIN_NODE, node)
+
+
+def _describe(who: tuple[str, str]) -> str:
+    return f"node {who[1]} of site {who[0]}" if who[0] else f"node {who[1]}"
+
+
+def _same_origin(have: Mapping[str, str], offered: Mapping[str, str], source_node: str, here: str) -> bool:
+    """Whether the snapshot already here under an offered (set, volume) is the one offered (a
+    resumed transfer, or a set coming back to the node that took it) rather than another site's,
+    which the copy would collide with. `have`/`offered`: their labels (the offered member's with
+    the transfer's). A snapshot taken here has no origin labels: the offered copy is it only when
+    it names this node as its origin, or when it comes from this very node of a site without a name
+    (node names then tell sites apart); a copy from a named site is never a snapshot taken here
+    under another name."""
+    if LABEL_ORIGIN_NODE not in have:
+        if LABEL_ORIGIN_NODE in offered:
+            return offered[LABEL_ORIGIN_NODE] == here
+        return not offered.get(LABEL_ORIGIN_SITE) and source_node == here
+    return _who(have, here) == _who(offered, source_node)
 
 
 def choose_pool(agent: NodeAgent, *, wanted: str, source_pool: str, backend: str) -> Pool:
@@ -275,12 +299,13 @@ class ReceiveSession:
             have = pool.catalog.get(m.set_id, s.volume)
             if have is None:
                 continue
-            mine = have.labels.get(LABEL_ORIGIN_NODE, self.agent.node)
-            theirs = s.labels.get(LABEL_ORIGIN_NODE, m.source_node)
-            if mine != theirs:
+            offered = {**s.labels, **m.labels}
+            if not _same_origin(have.labels, offered, m.source_node, self.agent.node):
                 raise AlreadyExists(
                     f"node {self.agent.node} pool {pool.name}: set {m.set_id} already has volume {s.volume!r} "
-                    f"from node {mine}; the copy from {theirs} would collide (rename one of the volumes)"
+                    f"from {_describe(_who(have.labels, self.agent.node))}; the copy from "
+                    f"{_describe(_who(offered, m.source_node))} would collide (rename one of the volumes, or "
+                    "give the offsite copies a pool of their own: offsite.targets.<name>.pool)"
                 )
             self.present[s.volume] = self.agent.effective(have)
         if isinstance(pool.backend, ChunkstoreBackend):

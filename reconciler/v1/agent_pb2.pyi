@@ -147,7 +147,7 @@ class QuiesceGroup(_message.Message):
     def __init__(self, resource: _Optional[str] = ..., hooks: _Optional[_Union[QuiesceHooks, _Mapping]] = ...) -> None: ...
 
 class CreateSnapshotSetRequest(_message.Message):
-    __slots__ = ("set_id", "name", "targets", "labels", "expires", "immutable", "quiesce", "quiesce_policy", "freeze_budget_ms", "created")
+    __slots__ = ("set_id", "name", "targets", "labels", "expires", "immutable", "quiesce", "quiesce_policy", "freeze_budget_ms", "created", "site")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +165,7 @@ class CreateSnapshotSetRequest(_message.Message):
     QUIESCE_POLICY_FIELD_NUMBER: _ClassVar[int]
     FREEZE_BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
     set_id: str
     name: str
     targets: _containers.RepeatedCompositeFieldContainer[SnapshotTarget]
@@ -175,7 +176,8 @@ class CreateSnapshotSetRequest(_message.Message):
     quiesce_policy: QuiescePolicy
     freeze_budget_ms: int
     created: _timestamp_pb2.Timestamp
-    def __init__(self, set_id: _Optional[str] = ..., name: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[SnapshotTarget, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., immutable: _Optional[bool] = ..., quiesce: _Optional[_Iterable[_Union[QuiesceGroup, _Mapping]]] = ..., quiesce_policy: _Optional[_Union[QuiescePolicy, str]] = ..., freeze_budget_ms: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    site: str
+    def __init__(self, set_id: _Optional[str] = ..., name: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[SnapshotTarget, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., immutable: _Optional[bool] = ..., quiesce: _Optional[_Iterable[_Union[QuiesceGroup, _Mapping]]] = ..., quiesce_policy: _Optional[_Union[QuiescePolicy, str]] = ..., freeze_budget_ms: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., site: _Optional[str] = ...) -> None: ...
 
 class CreateSnapshotSetResponse(_message.Message):
     __slots__ = ("snapshots", "quiesced", "warnings")

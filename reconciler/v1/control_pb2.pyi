@@ -232,7 +232,7 @@ class SetMember(_message.Message):
     def __init__(self, node: _Optional[str] = ..., pool: _Optional[str] = ..., volume: _Optional[str] = ..., resource: _Optional[str] = ..., logical_bytes: _Optional[int] = ..., unique_bytes: _Optional[int] = ...) -> None: ...
 
 class SnapshotSet(_message.Message):
-    __slots__ = ("set_id", "name", "scope", "kind", "profile", "period", "slot", "created", "expires", "description", "complete", "quiesced", "private", "immutable", "holds", "members", "expected_members", "unlock_at", "exposed_to", "logical_bytes", "unique_bytes", "received_as", "origin_nodes")
+    __slots__ = ("set_id", "name", "scope", "kind", "profile", "period", "slot", "created", "expires", "description", "complete", "quiesced", "private", "immutable", "holds", "members", "expected_members", "unlock_at", "exposed_to", "logical_bytes", "unique_bytes", "received_as", "origin_nodes", "origin_site")
     SET_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +256,7 @@ class SnapshotSet(_message.Message):
     UNIQUE_BYTES_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_AS_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_NODES_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_SITE_FIELD_NUMBER: _ClassVar[int]
     set_id: str
     name: str
     scope: str
@@ -279,7 +280,8 @@ class SnapshotSet(_message.Message):
     unique_bytes: int
     received_as: str
     origin_nodes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, set_id: _Optional[str] = ..., name: _Optional[str] = ..., scope: _Optional[str] = ..., kind: _Optional[str] = ..., profile: _Optional[str] = ..., period: _Optional[str] = ..., slot: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ..., complete: _Optional[bool] = ..., quiesced: _Optional[bool] = ..., private: _Optional[bool] = ..., immutable: _Optional[str] = ..., holds: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[SetMember, _Mapping]]] = ..., expected_members: _Optional[int] = ..., unlock_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exposed_to: _Optional[_Iterable[str]] = ..., logical_bytes: _Optional[int] = ..., unique_bytes: _Optional[int] = ..., received_as: _Optional[str] = ..., origin_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+    origin_site: str
+    def __init__(self, set_id: _Optional[str] = ..., name: _Optional[str] = ..., scope: _Optional[str] = ..., kind: _Optional[str] = ..., profile: _Optional[str] = ..., period: _Optional[str] = ..., slot: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ..., complete: _Optional[bool] = ..., quiesced: _Optional[bool] = ..., private: _Optional[bool] = ..., immutable: _Optional[str] = ..., holds: _Optional[_Iterable[str]] = ..., members: _Optional[_Iterable[_Union[SetMember, _Mapping]]] = ..., expected_members: _Optional[int] = ..., unlock_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exposed_to: _Optional[_Iterable[str]] = ..., logical_bytes: _Optional[int] = ..., unique_bytes: _Optional[int] = ..., received_as: _Optional[str] = ..., origin_nodes: _Optional[_Iterable[str]] = ..., origin_site: _Optional[str] = ...) -> None: ...
 
 class ListSnapshotSetsRequest(_message.Message):
     __slots__ = ("scope", "with_usage")
