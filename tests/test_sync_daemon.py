@@ -282,6 +282,10 @@ def test_sync_by_hand_windows_and_sync_back(pki: LabPKI, sites: tuple[Site, Site
         waiting = {w["set_id"]: w for w in cli_json(state, "status")["sync"]["waiting"]}
         assert "outside the sync windows" in waiting[m1]["reason"]
         assert m1 not in dr.sets()
+        # the dry-run says the same, and when the window opens
+        (planned,) = [dec for dec in cli_json(state, "plan")["sync"] if dec["set_id"] == m1]
+        assert planned["kind"] == "wait" and "outside the sync windows" in planned["reason"], planned
+        assert planned["until"].startswith("2026-03-02T22:00"), planned
 
         r = cli(state, "sync", m1, "--target", "dr", "--wait", "--now", timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
