@@ -187,8 +187,10 @@ def cmd_status(ns: argparse.Namespace) -> int:
         emit_json(st if sync is None else {**st, "sync": sync})
         return 0
     ok = st.get("config_valid", False)
+    site = f"  site {st['site']}" if st.get("site") else ""
     print(
-        f"reconciler {st.get('version')}  config {st.get('config_path')}: {'valid' if ok else 'INVALID (last good config running)'}"
+        f"reconciler {st.get('version')}{site}  config {st.get('config_path')}: "
+        f"{'valid' if ok else 'INVALID (last good config running)'}"
     )
     for e in st.get("config_errors", []):
         print(f"  {e}")

@@ -751,6 +751,8 @@ def test_site_names_keep_mirrored_sites_apart_where_node_names_repeat(
             ]
             listed = {s.get("received_as") or s["set_id"]: s for s in cli_json(bstate, "snapshot", "list")}
             assert set(listed) == {sid, f"{sid}@east"}
+            assert cli_json(bstate, "status")["site"] == "west"
+            assert "  site west  config " in cli(bstate, "status", check=True).stdout
             assert listed[f"{sid}@east"]["origin_site"] == "east"
             assert listed[f"{sid}@east"]["origin_nodes"] == ["n1"]
             kept = cli(bstate, "snapshot", "expire", f"{sid}@east", "--never-expire", check=True).stdout

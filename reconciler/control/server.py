@@ -434,6 +434,7 @@ def status_to_pb(d: Daemon) -> cpb.GetStatusResponse:
         config_errors=d.config_errors,
         version=__version__,
         last_pass_seconds=d.last_pass.seconds if d.last_pass else 0.0,
+        site=d.site,
     )
     if st is not None:
         set_ts(out, "config_loaded_at", st.loaded_at)
