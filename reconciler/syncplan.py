@@ -132,6 +132,7 @@ class TargetView:
     sets: Mapping[str, SnapshotSet] = field(default_factory=dict)  # ours: what our nodes sent
     error: str = ""
     foreign: int = 0  # sets there that are not ours (the target site's own, other sites' copies)
+    agent_node: str = ""  # the node name the target's agent answers to
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +395,14 @@ class _Planner:
     # -- one target --
     def plan_target(self, name: str, target: TargetConfig, complete_local: list[SnapshotSet]) -> None:
         view = self.remote.get(name, TargetView(name, False, error="not observed yet"))
+        node = self.config.nodes.get(view.agent_node)
+        if not self.config.site and node is not None and node.address != target.address:
+            # copies carry only the sending node's name: the site there cannot tell them apart
+            self.warnings.append(
+                f"{name}: its agent is named {view.agent_node}, like our node {view.agent_node}; "
+                "without a site name the site there can take our copies for its own sets: "
+                "give each site a name (site: at the top of its config)"
+            )
         items = {(i.profile, i.period): i for i in target.items}
         is_open, throttle, window_end, next_window = window_state(target.windows, self.now)
         throttle_bps = throttle if throttle is not None else target.throttle_bps

@@ -406,6 +406,21 @@ def test_site_names_tell_copies_apart_where_node_names_repeat() -> None:
     assert sorted(foreign) == [f"{own.set_id}@n1", f"{own.set_id}@south", f"{own.set_id}@west"]
 
 
+def test_a_target_named_like_one_of_our_nodes_asks_for_site_names() -> None:
+    def warned(cfg: Config, agent_node: str) -> list[str]:
+        view = replace(remote("dr", []), agent_node=agent_node)
+        p = plan_sync(cfg, observed(), {"dr": view}, now=NOW, retain=plan)
+        return [w for w in p.warnings if "site name" in w]
+
+    (w,) = warned(config(), "n1")
+    assert w.startswith("dr: its agent is named n1, like our node n1;") and "site:" in w
+    assert warned(config(), "dr1") == []  # names differ
+    named = config().model_copy(update={"site": "east"})
+    assert warned(named, "n1") == []  # our copies carry our site's name
+    same = config(targets={"dr": {"address": "n1:7000", "insecure": True, "items": []}})
+    assert warned(same, "n1") == []  # the target is our node n1 itself
+
+
 def test_syncback_holds_expire() -> None:
     sets = local_sets([0], holds=frozenset({syncback_hold(NOW - timedelta(minutes=1))}))
     p = plan_sync(config(targets={}), observed(*sets), {}, now=NOW)

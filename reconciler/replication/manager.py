@@ -394,7 +394,12 @@ class SyncManager:
             node = observers[name].nodes.get(name)
             reachable = node is not None and node.reachable
             return TargetView(
-                name, reachable, dict(obs.sets), node.error if node is not None else "", len(obs.foreign)
+                name,
+                reachable,
+                dict(obs.sets),
+                node.error if node is not None else "",
+                len(obs.foreign),
+                agent_node=targets[name].remote_node,
             )
 
         if len(targets) > 1:
