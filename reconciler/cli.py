@@ -778,7 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("unlock", "start the wait after which an immutable set can be deleted"),
         (
             "expire",
-            "change a manual set's expiry; on a copy received from another site (SET@NODE), keep it "
+            "change a manual set's expiry; on a copy received from another site (SET@SITE), keep it "
             "here until then whatever the sending site's retention says",
         ),
         ("expose", "let a tenant see and restore a provider set"),

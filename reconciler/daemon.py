@@ -357,7 +357,7 @@ class Daemon:
         plan = self._without_deletes_of_restoring(make_plan(st.desired, observed, now), log_waits=False)
         if observed.foreign:
             note = (
-                f"{len(observed.foreign)} set(s) received from other sites (SET@NODE in snapshot list) "
+                f"{len(observed.foreign)} set(s) received from other sites (SET@SITE in snapshot list) "
                 "are left to the sites that sent them"
             )
             plan = replace(plan, warnings=(*plan.warnings, note))
@@ -425,7 +425,7 @@ class Daemon:
 
     def get_set(self, set_id: str, *, tenant: str | None = None) -> SnapshotSet:
         """One of our sets by its id, or (for the provider) a copy received from another site by
-        the key it goes by here (SET@NODE, see observed.foreign_key)."""
+        the key it goes by here (SET@SITE or SET@NODE, see observed.foreign_key)."""
         observed = self.observe()
         s = observed.sets.get(set_id)
         if s is None and tenant is None:

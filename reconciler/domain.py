@@ -216,7 +216,7 @@ class SnapshotSet:
     slot: datetime | None = None
     description: str = ""
     private: bool = False
-    # a set from elsewhere (observed.partition): the key it goes by here, SET@NODE[+NODE...]
+    # a set from elsewhere (observed.partition): the key it goes by here, SET@SITE or SET@NODE[+NODE...]
     received_as: str = ""
 
     @property
