@@ -313,6 +313,11 @@ def test_huge_label_maps_are_refused(untouched: Env) -> None:
     refused(untouched, "CreateSnapshotSet", large, ia, "labels")
 
 
+def test_an_invalid_site_name_is_refused(untouched: Env) -> None:
+    bad = create("site", site="x" * 4096)
+    refused(untouched, "CreateSnapshotSet", bad, grpc.StatusCode.INVALID_ARGUMENT, "invalid site name")
+
+
 def test_twenty_thousand_targets_are_refused(untouched: Env) -> None:
     req = create("wide", *[f"vms/vm{i}" for i in range(20_000)])
     refused(untouched, "CreateSnapshotSet", req, grpc.StatusCode.INVALID_ARGUMENT, "20000 volumes", "at most")
