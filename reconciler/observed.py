@@ -50,11 +50,10 @@ def origin_node(node: str, snap: SnapshotInfo, *, unlabeled_here: bool = True) -
     return snap.labels.get(LABEL_ORIGIN_NODE) or (node if unlabeled_here else "")
 
 
-def is_ours(snap: SnapshotInfo, origin: str, our_nodes: Collection[str], our_site: str) -> bool:
+def is_ours(site: str, origin: str, our_nodes: Collection[str], our_site: str) -> bool:
     """Whether a snapshot was taken by this site: a copy from a site with a name (config `site:`)
-    carries it, and is ours exactly when the name is ours; anything else is ours when the node it
-    was taken on (`origin`, see origin_node) is one of our nodes."""
-    site = snap.labels.get(LABEL_ORIGIN_SITE, "")
+    carries it (`site`, its origin_site label), and is ours exactly when the name is ours; anything
+    else is ours when the node it was taken on (`origin`, see origin_node) is one of our nodes."""
     return site == our_site if site else origin in our_nodes
 
 
@@ -82,11 +81,11 @@ def partition(
     theirs: dict[tuple[str, str], list[ObservedMember]] = {}
     origins: dict[tuple[str, str], set[str]] = {}
     for node, snap in members:
+        site = snap.labels.get(LABEL_ORIGIN_SITE, "")
         origin = origin_node(node, snap, unlabeled_here=unlabeled_here)
-        if is_ours(snap, origin, our_nodes, our_site):
+        if is_ours(site, origin, our_nodes, our_site):
             ours.setdefault(snap.set_id, []).append(ObservedMember(node, snap))
             continue
-        site = snap.labels.get(LABEL_ORIGIN_SITE, "")
         theirs.setdefault((snap.set_id, site), []).append(ObservedMember(node, snap))
         origins.setdefault((snap.set_id, site), set()).add(site or origin or node)
     foreign: dict[str, list[ObservedMember]] = {}
