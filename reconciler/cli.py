@@ -240,6 +240,11 @@ def cmd_status(ns: argparse.Namespace) -> int:
                 ["PROBLEM", "SUBJECT", "REASON", "MESSAGE"],
             )
         )
+    warnings = st.get("warnings", [])
+    if warnings:
+        print()
+        for w in warnings:
+            print(f"warning: {w}")
     recent = st.get("recent_actions", [])[-10:]
     if recent:
         print()
@@ -289,6 +294,8 @@ def cmd_plan(ns: argparse.Namespace) -> int:
     _print_sync_plan(p, verbose=ns.verbose)
     for w in p.get("warnings", []):
         print(f"warning: {w}")
+    for n in p.get("notes", []):
+        print(f"note: {n}")
     print(f"next wakeup: {short_time(p.get('next_wakeup'))}")
     return 0
 

@@ -47,6 +47,7 @@ from .domain import (
 )
 from .errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound, ReconcilerError
 from .executor import ActionRecord, Executor
+from .logs import LogOnce
 from .nodes import NodeSet
 from .observed import aggregate, partition
 from .observer import Observer
@@ -122,6 +123,7 @@ class DryRun:
 
     plan: Plan
     sync: SyncPlan | None
+    notes: tuple[str, ...] = ()  # for information, not problems (sets received from other sites)
 
 
 @dataclass
@@ -151,6 +153,7 @@ class Daemon:
         self.current: ConfigState | None = None
         self.config_errors: list[str] = []
         self.last_pass: PassResult | None = None
+        self._plan_warnings = LogOnce(log, "plan: ")  # each planner warning logged when it appears
         self.last_pass_at: datetime | None = None
         self.next_wakeup: datetime | None = None
         self._wake = threading.Event()
@@ -355,13 +358,13 @@ class Daemon:
         if sync is not None:
             observed = with_local_holds(observed, sync.holds)
         plan = self._without_deletes_of_restoring(make_plan(st.desired, observed, now), log_waits=False)
+        notes: tuple[str, ...] = ()
         if observed.foreign:
-            note = (
+            notes = (
                 f"{len(observed.foreign)} set(s) received from other sites (SET@SITE in snapshot list) "
-                "are left to the sites that sent them"
+                "are left to the sites that sent them",
             )
-            plan = replace(plan, warnings=(*plan.warnings, note))
-        return DryRun(plan, sync)
+        return DryRun(plan, sync, notes)
 
     def run_pass(self) -> PassResult:
         started = time.monotonic()
@@ -371,7 +374,9 @@ class Daemon:
             if self.sync.before_plan(observed, self.clock()):  # offsite holds first: see SyncManager
                 observed = self.observe()
             now = self.clock()
-            p = self._without_deletes_of_restoring(make_plan(st.desired, observed, now))
+            planned = make_plan(st.desired, observed, now)
+            p = self._without_deletes_of_restoring(planned)
+        self._plan_warnings.update(planned.warnings)
         records = self.executor.run(p.actions) if p.actions else []
         self.sync.after_pass(observed, now)
         result = PassResult(p, records, time.monotonic() - started)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 _FIELDS = ("scope", "set_id", "node", "action", "reason")
@@ -47,3 +49,23 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
+
+
+class LogOnce:
+    """Logs each message of a repeated list (a pass's warnings) when it first appears, not on
+    every pass: a message that goes away and comes back is logged again."""
+
+    def __init__(self, logger: logging.Logger, prefix: str = "", level: int = logging.WARNING) -> None:
+        self._log, self._prefix, self._level = logger, prefix, level
+        self._current: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def update(self, messages: Iterable[str]) -> list[str]:
+        """Log the messages not in the last update; returns them."""
+        now = dict.fromkeys(messages)
+        with self._lock:
+            new = [m for m in now if m not in self._current]
+            self._current = frozenset(now)
+        for m in new:
+            self._log.log(self._level, "%s%s", self._prefix, m)
+        return new

@@ -226,7 +226,8 @@ class SyncPlan:
     kept: tuple[Keep, ...]  # remote retention decisions (scope prefixed with "<target>:")
     targets: tuple[TargetState, ...]
     next_wakeup: datetime | None
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # something the operator should fix (status shows it, logged once)
+    notes: tuple[str, ...] = ()  # for information only (plan shows them)
 
 
 # --- windows and retries ----------------------------------------------------------------------------
@@ -326,6 +327,7 @@ class _Planner:
         self.kept: list[Keep] = []
         self.targets: list[TargetState] = []
         self.warnings: list[str] = []
+        self.notes: list[str] = []
         self.wakeup: datetime | None = None
 
     def wake(self, at: datetime | None) -> None:
@@ -390,6 +392,7 @@ class _Planner:
             targets=tuple(self.targets),
             next_wakeup=self.wakeup,
             warnings=tuple(dict.fromkeys(self.warnings)),
+            notes=tuple(dict.fromkeys(self.notes)),
         )
 
     # -- one target --
@@ -646,7 +649,7 @@ class _Planner:
                 )
             ours[sid] = s
         if view.foreign:
-            self.warnings.append(f"{name}: {view.foreign} set(s) from other sites are left alone")
+            self.notes.append(f"{name}: {view.foreign} set(s) from other sites are left alone")
         by_profile: dict[str, list[SyncItemConfig]] = {}
         for item in target.items:
             by_profile.setdefault(item.profile, []).append(item)

@@ -4,11 +4,13 @@ every action line (create, delete; done, failed or refused) carries scope, set_i
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from reconciler.logs import LogOnce
 from tests.helpers import RECONCILER, cli, cli_json, env_for, wait_for, write
 
 CONFIG = """\
@@ -109,3 +111,77 @@ def test_json_logs_carry_scope_set_node_and_reason(tmp_path: Path) -> None:
     assert deleted["scope"] == "resource:vm1" and deleted["reason"] == "deleted by the operator"
     refused = one("delete", locked["set_id"], "warning")
     assert "immutable" in refused["message"] and refused["reason"] == "deleted by the operator"
+
+
+def test_planner_warnings_are_logged_when_they_appear_and_shown_by_status(tmp_path: Path) -> None:
+    """A planner warning (here: a partial system scope whose tags match nothing) shows in `status`
+    for as long as it holds, and the daemon logs it once when it appears, not on every pass; after
+    the config is fixed it goes, and when it comes back it is logged again."""
+    write(tmp_path / "pool" / "vms" / "vm1" / "disk.img", "x" * 4096)
+    untagged = CONFIG + "  web: {type: partial, include_tags: [web], profile: minutely}\n"
+    tagged = untagged.replace("volumes: [vms/vm1]\n", "volumes: [vms/vm1]\n    tags: [web]\n")
+    cfg = write(tmp_path / "config.yaml", untagged)
+    state = tmp_path / "state"
+    env = env_for(state) | {"RECONCILER_LOG_FORMAT": "json", "RECONCILER_LOG_LEVEL": "info"}
+    err_path = tmp_path / "stderr.log"
+    warning = "system:web: profile minutely has no members to snapshot; nothing is created"
+
+    def logged() -> list[dict[str, Any]]:
+        recs = [json.loads(line) for line in err_path.read_text().splitlines() if line.strip()]
+        return [r for r in recs if warning in r["message"]]
+
+    def another_pass() -> None:  # a reload wakes the daemon for a pass
+        last = cli_json(state, "status")["last_pass"]
+        assert cli(state, "reload").returncode == 0
+        wait_for(lambda: cli_json(state, "status")["last_pass"] != last, what="another pass")
+
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen([*RECONCILER, "daemon", "-c", str(cfg)], env=env, stderr=err, cwd=tmp_path)
+        try:
+            wait_for(
+                lambda: (state / "control.sock").exists() or proc.poll() is not None, what="control socket"
+            )
+            assert proc.poll() is None, err_path.read_text()
+            wait_for(lambda: cli_json(state, "status").get("last_pass"), what="the first pass")
+            for _ in range(3):
+                another_pass()
+            st = cli_json(state, "status")
+            assert st["warnings"] == [warning], st
+            human = cli(state, "status", check=True).stdout
+            assert f"warning: {warning}" in human, human
+            (rec,) = logged()  # three passes and more, one line
+            assert rec["level"] == "warning" and rec["message"] == f"plan: {warning}"
+
+            write(cfg, tagged)
+            another_pass()
+            st = cli_json(state, "status")
+            assert not st.get("warnings"), st["warnings"]
+            assert "warning:" not in cli(state, "status", check=True).stdout
+
+            write(cfg, untagged)
+            assert cli(state, "reload").returncode == 0
+            wait_for(lambda: len(logged()) == 2, what="the warning logged again")
+            assert cli_json(state, "status")["warnings"] == [warning]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_log_once_logs_a_message_when_it_appears() -> None:
+    seen: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(f"{record.levelname} {record.getMessage()}")
+
+    logger = logging.getLogger("tests.log_once")
+    logger.addHandler(Catch())
+    logger.propagate = False
+    once = LogOnce(logger, "plan: ")
+    assert once.update(["a", "b", "a"]) == ["a", "b"]
+    assert once.update(["b", "a"]) == []
+    assert once.update(["b"]) == []
+    assert once.update(["a", "b"]) == ["a"]  # back after going away: logged again
+    assert once.update([]) == []
+    assert seen == ["WARNING plan: a", "WARNING plan: b", "WARNING plan: a"]

@@ -16,6 +16,7 @@ socket.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -589,7 +590,8 @@ def test_a_copy_from_another_site_never_stands_for_a_set_of_ours(
             # B plans and takes its own set of the slot: A's copy under the same id is not it
             plan = cli_json(bstate, "plan")
             assert [(x["kind"], x["set_id"]) for x in plan["actions"]] == [("create", sid)]
-            assert any("1 set(s) received from other sites" in w for w in plan["warnings"]), plan
+            assert any("1 set(s) received from other sites" in n for n in plan["notes"]), plan
+            assert not plan.get("warnings"), plan
             db.run_pass()
             assert members(dr, sid) == ["vms/vm1", "vms/web"]
             (own,) = db.observe().sets.values()
@@ -802,3 +804,24 @@ def test_a_copy_from_a_named_site_never_passes_for_a_snapshot_taken_here(
         st = cli_json(bstate, "status")
         failing = [c["message"] for c in st["conditions"] if c["kind"] == "ActionFailing"]
         assert any("copy received from node n1 of site east" in m for m in failing), st
+
+
+def test_status_warns_when_a_target_is_named_like_our_node_and_the_site_has_no_name(
+    mirrored: tuple[Site, Site, dict[str, Any], dict[str, Any]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without site names, the target's agent n1 and our node n1 are the same name: status (not only
+    plan) says so, and the daemon logs it once, not on every sync pass."""
+    _east, _west, a, _b = mirrored
+    del a["site"]
+    astate = tmp_path / "a" / "state"
+    with caplog.at_level(logging.WARNING, logger="reconciler"), daemon(a, astate, Clock()) as da:
+        for _ in range(3):
+            da.sync.run_pass()
+        warning = "dr: its agent is named n1, like our node n1"
+        st = cli_json(astate, "status")
+        assert any(warning in w for w in st["sync"]["warnings"]), st["sync"]
+        human = cli(astate, "status", check=True).stdout
+        assert "warning: " + warning in human, human
+        assert len([r for r in caplog.records if warning in r.getMessage()]) == 1

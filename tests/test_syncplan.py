@@ -370,7 +370,7 @@ def test_foreign_sets_on_the_target_are_left_alone() -> None:
     assert list(foreign) == [f"{ours.set_id}@dr+elsewhere"]
     view = TargetView("dr", True, sets, foreign=len(foreign))
     p = plan_sync(config(), observed(), {"dr": view}, now=NOW, retain=plan)
-    assert p.deletes == () and any("1 set(s) from other sites" in w for w in p.warnings)
+    assert p.deletes == () and any("1 set(s) from other sites" in n for n in p.notes) and not p.warnings
 
 
 def test_site_names_tell_copies_apart_where_node_names_repeat() -> None:

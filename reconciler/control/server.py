@@ -136,11 +136,13 @@ def plan_to_pb(dry: DryRun) -> cpb.PlanResponse:
         actions=[action_to_pb(a) for a in p.actions],
         kept=[keep_to_pb(k) for k in p.kept],
         warnings=list(p.warnings),
+        notes=list(dry.notes),
     )
     if dry.sync is not None:
         out.sync.extend(sync_plan_to_pb(dry.sync))
         out.remote_kept.extend(keep_to_pb(k) for k in dry.sync.kept)
         out.warnings.extend(dry.sync.warnings)
+        out.notes.extend(dry.sync.notes)
         wake = min(filter(None, [p.next_wakeup, dry.sync.next_wakeup]), default=None)
     else:
         wake = p.next_wakeup
@@ -436,6 +438,8 @@ def status_to_pb(d: Daemon) -> cpb.GetStatusResponse:
         last_pass_seconds=d.last_pass.seconds if d.last_pass else 0.0,
         site=d.site,
     )
+    if d.last_pass is not None:
+        out.warnings.extend(d.last_pass.plan.warnings)
     if st is not None:
         set_ts(out, "config_loaded_at", st.loaded_at)
     set_ts(out, "last_pass", d.last_pass_at)

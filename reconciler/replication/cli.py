@@ -225,6 +225,8 @@ def print_sync_status(st: dict[str, Any]) -> None:
             ]
         )
     print(table(rows, ["OFFSITE", "STATE", "WINDOW", "THROTTLE", "PENDING", "LAG", "NEWEST THERE", "ERROR"]))
+    for w in st.get("warnings", []):
+        print(f"warning: {w}")
     active = st.get("active", [])
     if active:
         print()

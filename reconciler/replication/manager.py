@@ -47,6 +47,7 @@ from ..errors import (
 )
 from ..fanout import all_or_first_failure
 from ..fsutil import atomic_write
+from ..logs import LogOnce
 from ..observer import Observer
 from ..planner import plan as make_plan
 from ..syncplan import (
@@ -231,6 +232,7 @@ class SyncManager:
         self._manual: dict[tuple[str, str], ManualRequest] = {}
         self._active: dict[tuple[str, str], Active] = {}
         self._records: deque[SyncRecord] = deque(maxlen=200)
+        self._warnings = LogOnce(log, "sync: ")  # each warning of the sync plan logged when it appears
         self._arrived: dict[tuple[str, str], datetime] = {}  # (target, set_id) -> when it arrived
         self._plan: SyncPlan | None = None
         self._observed: ObservedState | None = None
@@ -460,8 +462,7 @@ class SyncManager:
             p = self._plan_now(config, observed, views, now)
             self._plan = p
             self._next = p.next_wakeup
-        for w in p.warnings:
-            log.debug("sync: %s", w)
+        self._warnings.update(p.warnings)
         local = [h for h in p.holds if h.target == ""]
         if self._apply_holds(local):
             self.daemon.wake()  # the local planner must see the new holds

@@ -98,7 +98,7 @@ class ActionRecord(_message.Message):
     def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., set_id: _Optional[str] = ..., scope: _Optional[str] = ..., node: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("config_path", "config_valid", "config_errors", "config_loaded_at", "last_pass", "next_wakeup", "nodes", "scopes", "conditions", "recent_actions", "version", "last_pass_seconds", "site")
+    __slots__ = ("config_path", "config_valid", "config_errors", "config_loaded_at", "last_pass", "next_wakeup", "nodes", "scopes", "conditions", "recent_actions", "version", "last_pass_seconds", "site", "warnings")
     CONFIG_PATH_FIELD_NUMBER: _ClassVar[int]
     CONFIG_VALID_FIELD_NUMBER: _ClassVar[int]
     CONFIG_ERRORS_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class GetStatusResponse(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LAST_PASS_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     config_path: str
     config_valid: bool
     config_errors: _containers.RepeatedScalarFieldContainer[str]
@@ -125,7 +126,8 @@ class GetStatusResponse(_message.Message):
     version: str
     last_pass_seconds: float
     site: str
-    def __init__(self, config_path: _Optional[str] = ..., config_valid: _Optional[bool] = ..., config_errors: _Optional[_Iterable[str]] = ..., config_loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_pass: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_wakeup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., scopes: _Optional[_Iterable[_Union[ScopeStatus, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., recent_actions: _Optional[_Iterable[_Union[ActionRecord, _Mapping]]] = ..., version: _Optional[str] = ..., last_pass_seconds: _Optional[float] = ..., site: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, config_path: _Optional[str] = ..., config_valid: _Optional[bool] = ..., config_errors: _Optional[_Iterable[str]] = ..., config_loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_pass: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_wakeup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., scopes: _Optional[_Iterable[_Union[ScopeStatus, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., recent_actions: _Optional[_Iterable[_Union[ActionRecord, _Mapping]]] = ..., version: _Optional[str] = ..., last_pass_seconds: _Optional[float] = ..., site: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ()
@@ -186,7 +188,7 @@ class PlannedSync(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., target: _Optional[str] = ..., set_id: _Optional[str] = ..., scope: _Optional[str] = ..., reason: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[int] = ..., add_holds: _Optional[_Iterable[str]] = ..., remove_holds: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("now", "actions", "kept", "next_wakeup", "warnings", "sync", "remote_kept")
+    __slots__ = ("now", "actions", "kept", "next_wakeup", "warnings", "sync", "remote_kept", "notes")
     NOW_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     KEPT_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +196,7 @@ class PlanResponse(_message.Message):
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     SYNC_FIELD_NUMBER: _ClassVar[int]
     REMOTE_KEPT_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     now: _timestamp_pb2.Timestamp
     actions: _containers.RepeatedCompositeFieldContainer[PlannedAction]
     kept: _containers.RepeatedCompositeFieldContainer[KeepDecision]
@@ -201,7 +204,8 @@ class PlanResponse(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     sync: _containers.RepeatedCompositeFieldContainer[PlannedSync]
     remote_kept: _containers.RepeatedCompositeFieldContainer[KeepDecision]
-    def __init__(self, now: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actions: _Optional[_Iterable[_Union[PlannedAction, _Mapping]]] = ..., kept: _Optional[_Iterable[_Union[KeepDecision, _Mapping]]] = ..., next_wakeup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., sync: _Optional[_Iterable[_Union[PlannedSync, _Mapping]]] = ..., remote_kept: _Optional[_Iterable[_Union[KeepDecision, _Mapping]]] = ...) -> None: ...
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, now: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actions: _Optional[_Iterable[_Union[PlannedAction, _Mapping]]] = ..., kept: _Optional[_Iterable[_Union[KeepDecision, _Mapping]]] = ..., next_wakeup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., sync: _Optional[_Iterable[_Union[PlannedSync, _Mapping]]] = ..., remote_kept: _Optional[_Iterable[_Union[KeepDecision, _Mapping]]] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReloadRequest(_message.Message):
     __slots__ = ()
