@@ -1,7 +1,7 @@
 """Prometheus metrics of the daemon, fed by its events (`daemon.hooks`).
 
-`DaemonMetrics.on_event` listens to "pass", "config_loaded" and "sync" events; `serve()` starts
-the HTTP exposition. Counters and the pass-duration histogram are ordinary prometheus-client
+`DaemonMetrics.on_event` listens to "pass", "config_loaded", "sync" and "sync_plan" events;
+`serve()` starts the HTTP exposition. Counters and the pass-duration histogram are ordinary prometheus-client
 objects; everything derived from the last pass (per-scope freshness, RPO, pools, nodes) is built
 by a custom collector at scrape time from one immutable snapshot, so a scrape never sees half a
 pass and series of removed scopes, pools and nodes disappear instead of going stale.
@@ -9,10 +9,11 @@ pass and series of removed scopes, pools and nodes disappear instead of going st
 RPO is evaluated at scrape time against the clock, not at pass time: if passes stop, the RPO
 gauges still turn to 0 and the stale-snapshot alert fires.
 
-Event contract for offsite sync (not built yet; the metrics are defined now and have no samples
-until a "sync" event arrives):
+Events of offsite sync (replication/manager.py; the per-target metrics have no samples until the
+first "sync" event):
     "sync" {"target": str, "ok": bool, "bytes": int (sent in this sync),
             "lag_seconds": float | None (age of the newest set the target holds), "at": datetime}
+    "sync_plan" {"warnings": Sequence[str]} after each sync pass
 """
 
 from __future__ import annotations
@@ -341,6 +342,15 @@ class DaemonMetrics:
             ["target"],
             registry=r,
         )
+        self.warnings = Gauge(
+            "reconciler_warnings",
+            "Warnings of the last pass's plan (source=plan) and of the last offsite sync plan "
+            "(source=sync): things to fix, listed by `reconciler status`.",
+            ["source"],
+            registry=r,
+        )
+        for source in ("plan", "sync"):
+            self.warnings.labels(source).set(0)
         r.register(_PassCollector(self))
 
     # --- events ----------------------------------------------------------------------------
@@ -352,6 +362,8 @@ class DaemonMetrics:
             self._on_config(bool(data.get("ok")), data.get("at"))
         elif event == "sync":
             self._on_sync(data)
+        elif event == "sync_plan":
+            self.warnings.labels("sync").set(len(data.get("warnings", ())))
 
     def _on_config(self, ok: bool, at: datetime | None) -> None:
         ts = _ts(at) if isinstance(at, datetime) else _ts(self.clock())
@@ -379,6 +391,9 @@ class DaemonMetrics:
 
     def _on_pass(self, data: Mapping[str, Any]) -> None:
         self.pass_duration.observe(float(data.get("seconds", 0.0)))
+        plan = data.get("plan")
+        if plan is not None:
+            self.warnings.labels("plan").set(len(plan.warnings))
         for rec in data.get("records", ()):
             result = "ok" if rec.ok else "failed"
             self.actions.labels(rec.kind, result).inc()

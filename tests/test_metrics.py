@@ -293,6 +293,22 @@ def test_exposition_values(fed: tuple[DaemonMetrics, Clock]) -> None:
     )
 
 
+def test_warnings_per_source(fed: tuple[DaemonMetrics, Clock]) -> None:
+    m, _ = fed
+    d = samples(m)
+    assert value(d, "reconciler_warnings", source="plan") == 0
+    assert value(d, "reconciler_warnings", source="sync") == 0  # exported before any sync pass
+    ev = pass_event(NOW)
+    ev["plan"] = Plan(now=NOW, actions=(), kept=(), next_wakeup=None, warnings=("a", "b"))
+    m.on_event("pass", ev)
+    m.on_event("sync_plan", {"warnings": ("dr: its agent is named n1, like our node n1",)})
+    d = samples(m)
+    assert value(d, "reconciler_warnings", source="plan") == 2
+    assert value(d, "reconciler_warnings", source="sync") == 1
+    m.on_event("pass", pass_event(NOW))
+    assert value(samples(m), "reconciler_warnings", source="plan") == 0
+
+
 def test_replication_metrics_exist_before_and_after_sync(fed: tuple[DaemonMetrics, Clock]) -> None:
     m, _ = fed
     text = generate_latest(m.registry).decode()
@@ -434,6 +450,8 @@ tests:
         values: '0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20'
       - series: 'reconciler_replication_syncs_total{{instance="r1", target="dr", result="success"}}'
         values: '0x20'
+      - series: 'reconciler_warnings{{instance="r1", source="sync"}}'
+        values: '0 1x70'
     alert_rule_test:
       - eval_time: 10m
         alertname: ReconcilerSnapshotsStale
@@ -466,6 +484,16 @@ tests:
             exp_annotations:
               summary: "Offsite sync to dr keeps failing"
               description: "No sync to target dr succeeded in the last hour, and some failed."
+      - eval_time: 60m
+        alertname: ReconcilerWarnings
+        exp_alerts: []
+      - eval_time: 62m
+        alertname: ReconcilerWarnings
+        exp_alerts:
+          - exp_labels: {{severity: info, instance: r1, source: sync}}
+            exp_annotations:
+              summary: "reconciler's sync has 1 warning(s)"
+              description: "`reconciler status` on r1 lists them."
 """
 
 

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from reconciler.agent.client import Deadlines
 from reconciler.daemon import Daemon
 from reconciler.domain import SnapshotInfo
+from reconciler.metrics import DaemonMetrics
 from reconciler.replication.manager import STATE_FILE, SyncRecord, dump_state, load_state
 from reconciler.settings import DaemonSettings
 from reconciler.syncplan import TransferState
@@ -816,9 +818,12 @@ def test_status_warns_when_a_target_is_named_like_our_node_and_the_site_has_no_n
     _east, _west, a, _b = mirrored
     del a["site"]
     astate = tmp_path / "a" / "state"
+    metrics = DaemonMetrics(CollectorRegistry())
     with caplog.at_level(logging.WARNING, logger="reconciler"), daemon(a, astate, Clock()) as da:
+        da.hooks.append(metrics.on_event)
         for _ in range(3):
             da.sync.run_pass()
+        assert metrics.registry.get_sample_value("reconciler_warnings", {"source": "sync"}) == 1
         warning = "dr: its agent is named n1, like our node n1"
         st = cli_json(astate, "status")
         assert any(warning in w for w in st["sync"]["warnings"]), st["sync"]

@@ -463,6 +463,7 @@ class SyncManager:
             self._plan = p
             self._next = p.next_wakeup
         self._warnings.update(p.warnings)
+        self.daemon._emit("sync_plan", {"warnings": p.warnings})
         local = [h for h in p.holds if h.target == ""]
         if self._apply_holds(local):
             self.daemon.wake()  # the local planner must see the new holds
