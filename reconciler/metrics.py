@@ -1,10 +1,10 @@
 """Prometheus metrics of the daemon, fed by its events (`daemon.hooks`).
 
 `DaemonMetrics.on_event` listens to "pass", "config_loaded", "sync" and "sync_plan" events;
-`serve()` starts the HTTP exposition. Counters and the pass-duration histogram are ordinary prometheus-client
-objects; everything derived from the last pass (per-scope freshness, RPO, pools, nodes) is built
-by a custom collector at scrape time from one immutable snapshot, so a scrape never sees half a
-pass and series of removed scopes, pools and nodes disappear instead of going stale.
+`serve()` starts the HTTP exposition. Counters and the pass-duration histogram are ordinary
+prometheus-client objects; everything derived from the last pass (per-scope freshness, RPO, pools,
+nodes) is built by a custom collector at scrape time from one immutable snapshot, so a scrape never
+sees half a pass and series of removed scopes, pools and nodes disappear instead of going stale.
 
 RPO is evaluated at scrape time against the clock, not at pass time: if passes stop, the RPO
 gauges still turn to 0 and the stale-snapshot alert fires.
