@@ -245,6 +245,8 @@ def cmd_status(ns: argparse.Namespace) -> int:
         print()
         for w in warnings:
             print(f"warning: {w}")
+    for n in st.get("notes", []):
+        print(f"note: {n}")
     recent = st.get("recent_actions", [])[-10:]
     if recent:
         print()

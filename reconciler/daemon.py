@@ -154,6 +154,7 @@ class Daemon:
         self.config_errors: list[str] = []
         self.last_pass: PassResult | None = None
         self._plan_warnings = LogOnce(log, "plan: ")  # each planner warning logged when it appears
+        self._plan_notes = LogOnce(log, "plan: ", logging.INFO)
         self.last_pass_at: datetime | None = None
         self.next_wakeup: datetime | None = None
         self._wake = threading.Event()
@@ -321,18 +322,16 @@ class Daemon:
     def observe(self) -> ObservedState:
         return self.observer.observe(self.nodes.clients, self.clock(), our_site=self.site)
 
-    def _without_deletes_of_restoring(self, p: Plan, *, log_waits: bool = True) -> Plan:
-        """The plan without the deletes of sets a restore is reading (a warning says each waits)."""
+    def _without_deletes_of_restoring(self, p: Plan) -> Plan:
+        """The plan without the deletes of sets a restore is reading (a note says each waits: it is
+        not a problem, and the delete follows the restore)."""
         with self._restoring_lock:
             busy = set(self._restoring)
         waits = [a for a in p.actions if a.kind is ActionKind.DELETE and a.set_id in busy]
         if not waits:
             return p
         notes = tuple(f"deleting set {a.set_id} waits: a restore is reading it ({a.reason})" for a in waits)
-        if log_waits:
-            for note in notes:
-                log.info("%s", note)
-        return replace(p, actions=tuple(a for a in p.actions if a not in waits), warnings=p.warnings + notes)
+        return replace(p, actions=tuple(a for a in p.actions if a not in waits), notes=p.notes + notes)
 
     @contextmanager
     def _restoring_from(self, set_id: str) -> Iterator[None]:
@@ -357,14 +356,14 @@ class Daemon:
         sync = self.sync.preview(observed, now)
         if sync is not None:
             observed = with_local_holds(observed, sync.holds)
-        plan = self._without_deletes_of_restoring(make_plan(st.desired, observed, now), log_waits=False)
+        plan = self._without_deletes_of_restoring(make_plan(st.desired, observed, now))
         notes: tuple[str, ...] = ()
         if observed.foreign:
             notes = (
                 f"{len(observed.foreign)} set(s) received from other sites (SET@SITE in snapshot list) "
                 "are left to the sites that sent them",
             )
-        return DryRun(plan, sync, notes)
+        return DryRun(plan, sync, plan.notes + notes)
 
     def run_pass(self) -> PassResult:
         started = time.monotonic()
@@ -377,6 +376,7 @@ class Daemon:
             planned = make_plan(st.desired, observed, now)
             p = self._without_deletes_of_restoring(planned)
         self._plan_warnings.update(planned.warnings)
+        self._plan_notes.update(p.notes)
         records = self.executor.run(p.actions) if p.actions else []
         self.sync.after_pass(observed, now)
         result = PassResult(p, records, time.monotonic() - started)

@@ -300,7 +300,8 @@ class Plan:
     actions: tuple[Action, ...]
     kept: tuple[Keep, ...]
     next_wakeup: datetime | None
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # things to fix in the config or on the nodes
+    notes: tuple[str, ...] = ()  # for information: what waits, and why (not problems)
 
 
 def scheduled_set_id(scope: Scope, profile: str, period: str, slot: datetime) -> str:

@@ -440,6 +440,7 @@ def status_to_pb(d: Daemon) -> cpb.GetStatusResponse:
     )
     if d.last_pass is not None:
         out.warnings.extend(d.last_pass.plan.warnings)
+        out.notes.extend(d.last_pass.plan.notes)
     if st is not None:
         set_ts(out, "config_loaded_at", st.loaded_at)
     set_ts(out, "last_pass", d.last_pass_at)

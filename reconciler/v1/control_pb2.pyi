@@ -98,7 +98,7 @@ class ActionRecord(_message.Message):
     def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., set_id: _Optional[str] = ..., scope: _Optional[str] = ..., node: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("config_path", "config_valid", "config_errors", "config_loaded_at", "last_pass", "next_wakeup", "nodes", "scopes", "conditions", "recent_actions", "version", "last_pass_seconds", "site", "warnings")
+    __slots__ = ("config_path", "config_valid", "config_errors", "config_loaded_at", "last_pass", "next_wakeup", "nodes", "scopes", "conditions", "recent_actions", "version", "last_pass_seconds", "site", "warnings", "notes")
     CONFIG_PATH_FIELD_NUMBER: _ClassVar[int]
     CONFIG_VALID_FIELD_NUMBER: _ClassVar[int]
     CONFIG_ERRORS_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,7 @@ class GetStatusResponse(_message.Message):
     LAST_PASS_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     config_path: str
     config_valid: bool
     config_errors: _containers.RepeatedScalarFieldContainer[str]
@@ -127,7 +128,8 @@ class GetStatusResponse(_message.Message):
     last_pass_seconds: float
     site: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, config_path: _Optional[str] = ..., config_valid: _Optional[bool] = ..., config_errors: _Optional[_Iterable[str]] = ..., config_loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_pass: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_wakeup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., scopes: _Optional[_Iterable[_Union[ScopeStatus, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., recent_actions: _Optional[_Iterable[_Union[ActionRecord, _Mapping]]] = ..., version: _Optional[str] = ..., last_pass_seconds: _Optional[float] = ..., site: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, config_path: _Optional[str] = ..., config_valid: _Optional[bool] = ..., config_errors: _Optional[_Iterable[str]] = ..., config_loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_pass: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_wakeup: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., scopes: _Optional[_Iterable[_Union[ScopeStatus, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., recent_actions: _Optional[_Iterable[_Union[ActionRecord, _Mapping]]] = ..., version: _Optional[str] = ..., last_pass_seconds: _Optional[float] = ..., site: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ()
