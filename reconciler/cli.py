@@ -579,6 +579,10 @@ def cmd_restore(ns: argparse.Namespace) -> int:
         raise InvalidArgument(
             "restore files needs --over-source (replace them in the live volume) or --as NEWVOLUME"
         )
+    if getattr(ns, "to_pool", None) and mode == "over_source":
+        raise InvalidArgument(
+            "--pool places a new copy; a restore over the source writes where the source is"
+        )
     confirm = False
     if mode == "over_source":
         confirm = _confirm_interactively(
@@ -598,6 +602,7 @@ def cmd_restore(ns: argparse.Namespace) -> int:
         name=getattr(ns, "name", "") or "",
         mode=mode,
         new_name=ns.as_name or "",
+        pool=ns.to_pool or "",
         confirm=confirm,
         skip_safety_snapshot=getattr(ns, "no_safety_snapshot", False),
         with_settings=getattr(ns, "with_settings", False),
@@ -840,8 +845,14 @@ def build_parser() -> argparse.ArgumentParser:
             r.set_defaults(over_source=False, yes=False)
         if as_new:
             r.add_argument("--as", dest="as_name", help="new name (default: NAME_restored)")
+            r.add_argument(
+                "--pool",
+                dest="to_pool",
+                metavar="POOL",
+                help="put the new copy in this pool of the same node (default: the snapshot's pool)",
+            )
         else:
-            r.set_defaults(as_name="")
+            r.set_defaults(as_name="", to_pool="")
         r.add_argument("--dry-run", action="store_true", help="only print what would be done")
         r.add_argument("--from-target", help="the set is held at this offsite target: fetch it back first")
         r.set_defaults(func=cmd_restore)

@@ -7,7 +7,7 @@ that could have been known up front.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 from .config import Config
@@ -16,6 +16,7 @@ from .domain import (
     LABEL_RESOURCE,
     LABEL_SETTINGS,
     LABEL_TENANT,
+    NAME_RE,
     ObservedMember,
     SnapshotSet,
     VolumeRef,
@@ -44,23 +45,30 @@ class RestoreRequest:
     paths: tuple[str, ...] = ()
     volume: str = ""
     dry_run: bool = False
+    pool: str = ""  # to a new copy: the pool it goes to, on the same node ("": the snapshot's pool)
 
 
 @dataclass(frozen=True, slots=True)
 class RestoreStep:
     member: ObservedMember
-    target: str  # the volume written: the same as the source for over_source
+    target: str  # the volume written: the source itself when over_source
+    over_source: bool = False  # replace the live volume (else `target` is a new volume)
+    pool: str = ""  # a new volume's pool ("": the snapshot's)
 
     @property
     def ref(self) -> VolumeRef:
         return self.member.ref
 
     @property
+    def dest_pool(self) -> str:
+        return self.pool or self.ref.pool
+
+    @property
     def what(self) -> str:
         src = f"{self.ref.node}/{self.ref.pool}/{self.ref.volume}"
-        if self.target == self.ref.volume:
+        if self.over_source:
             return f"revert {src} to the set's content"
-        return f"write {src} as new volume {self.ref.node}/{self.ref.pool}/{self.target}"
+        return f"write {src} as new volume {self.ref.node}/{self.dest_pool}/{self.target}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +147,16 @@ def plan_restore(
         raise InvalidArgument(f"restore mode {req.mode!r}: one of {', '.join(MODES)}")
     if tenant is not None and not tenant_can_see(s, tenant):
         raise PermissionDenied(f"set {s.set_id} is not visible to tenant {tenant}")
+    if tenant is not None and req.pool:
+        raise PermissionDenied(
+            f"tenant {tenant} cannot choose the pool of a new copy (--pool is for the operator)"
+        )
+    if req.pool and not NAME_RE.match(req.pool):
+        raise InvalidArgument(f"invalid pool name {req.pool[:80]!r}")
+    if req.pool and (req.level == "system" or req.mode == "over_source"):
+        raise InvalidArgument(
+            f"--pool {req.pool} places a new copy; a restore over the source writes where the source is"
+        )
     if s.received_as and (req.level == "system" or req.mode == "over_source"):
         raise FailedPrecondition(
             f"set {s.received_as} is a copy received from another site: a whole system, or anything "
@@ -177,7 +195,7 @@ def plan_restore(
         what = f"resource {req.name}"
 
     if req.level == "files":
-        return _plan_files(s, req, members, warnings)
+        return _plan_files(config, s, req, members, warnings)
 
     settings = {}
     if req.with_settings:
@@ -194,7 +212,7 @@ def plan_restore(
                 f"restoring over the live {what} replaces its data (stop it first); "
                 "confirm with --yes, or restore to a new volume instead"
             )
-        steps = tuple(RestoreStep(m, m.snapshot.volume) for m in members)
+        steps = tuple(RestoreStep(m, m.snapshot.volume, over_source=True) for m in members)
         safety = not req.skip_safety_snapshot
         summary = f"revert {what} ({len(steps)} volume(s)) to set {s.set_id}" + (
             ", after a safety snapshot" if safety else ", WITHOUT a safety snapshot"
@@ -205,16 +223,20 @@ def plan_restore(
     new_name = req.new_name or f"{req.name}{default_suffix}"
     if new_name == req.name:
         raise InvalidArgument(f"the new name must differ from {req.name!r}")
-    steps = tuple(RestoreStep(m, renamed_volume(m.snapshot.volume, req.name, new_name)) for m in members)
+    steps = tuple(
+        RestoreStep(m, renamed_volume(m.snapshot.volume, req.name, new_name), pool=req.pool) for m in members
+    )
     for st in steps:
         if not valid_volume_name(st.target):
             raise InvalidArgument(f"new name {new_name!r} gives an invalid volume name {st.target!r}")
+    _check_new_copies(config, steps)
     clash = sorted(f"{r.node}/{r.pool}/{r.volume}" for r in existing)
     if clash:
         raise FailedPrecondition(f"{', '.join(clash)} already exist(s); choose another name with --as")
     verb = "clone" if req.mode == "clone" else "restore"
     summary = (
-        f"{verb} {what} from set {s.key} as {new_name!r} ({len(steps)} new volume(s); "
+        f"{verb} {what} from set {s.key} as {new_name!r}{f' in pool {req.pool}' if req.pool else ''} "
+        f"({len(steps)} new volume(s); "
         "not added to the config, never deleted by the reconciler)"
     )
     return RestorePlan(req, summary, steps, False, tuple(warnings), settings, new_name)
@@ -253,7 +275,7 @@ def _plan_system(
             f"restoring the whole system reverts all {len(s.members)} volumes on "
             f"{len({m.node for m in s.members})} node(s) to set {s.set_id}; confirm with --yes"
         )
-    steps = tuple(RestoreStep(m, m.snapshot.volume) for m in s.members)
+    steps = tuple(RestoreStep(m, m.snapshot.volume, over_source=True) for m in s.members)
     safety = not req.skip_safety_snapshot
     summary = (
         f"revert the WHOLE SYSTEM ({len(steps)} volumes on {len({st.ref.node for st in steps})} node(s)) to "
@@ -263,8 +285,22 @@ def _plan_system(
     return RestorePlan(req, summary, steps, safety, tuple(warnings))
 
 
+def _check_new_copies(config: Config, steps: Sequence[RestoreStep]) -> None:
+    """A new copy goes to a pool of its node, and never onto the volume it is restored from."""
+    for st in steps:
+        node = config.nodes.get(st.ref.node)
+        if st.pool and (node is None or st.pool not in node.pools):
+            has = ", ".join(sorted(node.pools)) if node is not None else "none in this config"
+            raise NotFound(f"node {st.ref.node} has no pool {st.pool!r} (its pools: {has})")
+        if st.dest_pool == st.ref.pool and st.target == st.ref.volume:
+            raise InvalidArgument(
+                f"the new volume must differ from {st.ref.volume!r}, which the set is restored from "
+                "(to replace its content, restore with --over-source --yes)"
+            )
+
+
 def _plan_files(
-    s: SnapshotSet, req: RestoreRequest, members: list[ObservedMember], warnings: list[str]
+    config: Config, s: SnapshotSet, req: RestoreRequest, members: list[ObservedMember], warnings: list[str]
 ) -> RestorePlan:
     if not req.paths:
         raise InvalidArgument("name the paths to restore")
@@ -285,7 +321,7 @@ def _plan_files(
     if req.mode == "over_source":
         if not req.confirm:
             raise FailedPrecondition("restoring files over the live volume replaces them; confirm with --yes")
-        step = RestoreStep(m, m.snapshot.volume)
+        step = RestoreStep(m, m.snapshot.volume, over_source=True)
         return RestorePlan(
             req,
             f"restore {len(req.paths)} path(s) of {m.snapshot.volume} in place from set {s.set_id}",
@@ -296,11 +332,13 @@ def _plan_files(
     target = req.new_name or f"{m.snapshot.volume}_restored"
     if not valid_volume_name(target):
         raise InvalidArgument(f"{target!r} is not a valid volume name")
+    step = RestoreStep(m, target, pool=req.pool)
+    _check_new_copies(config, [step])
     return RestorePlan(
         req,
         f"restore {len(req.paths)} path(s) of {m.snapshot.volume} from set {s.set_id} into "
-        f"new volume {target}",
-        (RestoreStep(m, target),),
+        f"new volume {target}{f' in pool {req.pool}' if req.pool else ''}",
+        (step,),
         False,
         tuple(warnings),
         new_name=target,

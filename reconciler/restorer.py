@@ -50,8 +50,8 @@ def existing_targets(plan: RestorePlan, clients: Mapping[str, AgentClient]) -> l
     """Which of the volumes a to-new restore would write exist already (asked of the agents)."""
     wanted: dict[tuple[str, str], list[str]] = {}
     for st in plan.steps:
-        if st.target != st.ref.volume:
-            wanted.setdefault((st.ref.node, st.ref.pool), []).append(st.target)
+        if not st.over_source:
+            wanted.setdefault((st.ref.node, st.dest_pool), []).append(st.target)
     out: list[VolumeRef] = []
     for (node, pool), names in wanted.items():
         client = clients.get(node)
@@ -138,18 +138,18 @@ def run_plan(
         client = clients[node]
         for st in by_node[node]:
             key = SnapshotKey(s.set_id, st.ref.pool, st.ref.volume)
-            vol = f"{node}/{st.ref.pool}/{st.target}"
+            vol = f"{node}/{st.dest_pool}/{st.target}"
 
             def cb(ev: ProgressEvent, vol: str = vol) -> None:
                 progress(vol, ev)
 
             try:
-                if req.mode == "clone" and req.level != "files":
-                    client.clone(key, st.target, progress=cb)
-                elif st.target == st.ref.volume:
+                if st.over_source:
                     client.restore(key, skip_safety_snapshot=True, paths=req.paths, progress=cb)
+                elif req.mode == "clone" and req.level != "files":
+                    client.clone(key, st.target, new_pool=st.pool, progress=cb)
                 else:
-                    client.restore(key, new_volume=st.target, paths=req.paths, progress=cb)
+                    client.restore(key, new_volume=st.target, new_pool=st.pool, paths=req.paths, progress=cb)
                 done.append(vol)
                 log.info(
                     "restore: %s (%s)",
@@ -159,7 +159,7 @@ def run_plan(
                 )
             except ReconcilerError as exc:
                 hint = ""
-                if isinstance(exc, Unavailable) and st.target == st.ref.volume and not req.paths:
+                if isinstance(exc, Unavailable) and st.over_source and not req.paths:
                     # the agent swaps atomically: a restore cut off halfway left one state or the other
                     hint = (
                         " (the agent was lost during the restore: the volume holds either its content from "

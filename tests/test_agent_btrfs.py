@@ -368,3 +368,96 @@ def test_catalog_sync_normal_skips_the_insert_fsync_only(root: Path) -> None:
         assert modes == [1, 2, 2, 2]  # NORMAL for the insert; FULL for updates and the remove
     finally:
         agent.close()
+
+
+def test_restore_and_clone_into_another_pool(btrfs_dir: Path, tmp_path: Path) -> None:
+    """A new copy can go to another pool of the node: moved where it is one btrfs filesystem,
+    copied into a new volume of the other pool's kind elsewhere (a subvolume on btrfs, which the
+    btrfs pool can then snapshot), and nothing is left in either pool's staging area."""
+    from reconciler.backends.chunkstore import ChunkstoreBackend
+
+    fast, also, near = btrfs_dir / "fast", btrfs_dir / "also", btrfs_dir / "near"
+    plain = tmp_path / "plain"  # not on btrfs: a copy across filesystems
+    for d in (fast, also, near, plain):
+        d.mkdir()
+    a = NodeAgent(
+        "n1",
+        {
+            "fast": BtrfsBackend(pool="fast", root=fast),
+            "also": BtrfsBackend(pool="also", root=also),
+            "plain": ChunkstoreBackend(pool="plain", root=plain),
+            "near": ChunkstoreBackend(pool="near", root=near),  # on the btrfs filesystem
+        },
+        clock=Clock(),
+        unlock_floor=timedelta(days=1),
+    )
+    try:
+        vol = subvol(fast / "docs", "original")
+        os.makedirs(vol / "sub")
+        (vol / "sub" / "b.txt").write_text("b")
+        a.create_set(req("s1", "docs"))
+        (vol / "data.txt").write_text("changed")
+        key = SnapshotKey("s1", "fast", "docs")
+
+        # btrfs -> btrfs on the same filesystem: the writable snapshot is moved, nothing copied
+        r = a.restore(key, new_volume="docs-r", new_pool="also")
+        assert r.ok and r.bytes == 0 and "also/docs-r" in r.message
+        assert is_subvolume(also / "docs-r") and not readonly(also / "docs-r")
+        assert (also / "docs-r" / "data.txt").read_text() == "original"
+        assert not (fast / "docs-r").exists()
+
+        # btrfs -> chunkstore on another filesystem: copied (with its tree), a plain directory
+        c = a.clone(key, "docs-c", new_pool="plain")
+        assert c.ok and c.bytes == len("original") + 1
+        assert (plain / "docs-c" / "data.txt").read_text() == "original"
+        assert (plain / "docs-c" / "sub" / "b.txt").read_text() == "b"
+
+        # chunkstore -> btrfs: copied into a new subvolume, which the btrfs pool snapshots
+        a.create_set(
+            CreateSetRequest(
+                set_id="p1", name="p1", targets=(Target("plain", "docs-c", "r"),), created=T0, labels={}
+            )
+        )
+        (plain / "docs-c" / "data.txt").write_text("plain changed")
+        r2 = a.restore(SnapshotKey("p1", "plain", "docs-c"), new_volume="from-plain", new_pool="fast")
+        assert r2.ok
+        assert is_subvolume(fast / "from-plain") and not readonly(fast / "from-plain")
+        assert (fast / "from-plain" / "data.txt").read_text() == "original"
+        assert (fast / "from-plain" / "sub" / "b.txt").read_text() == "b"
+        a.create_set(req("s2", "from-plain"))
+        assert (backend_of(a, "fast").snapshot_path("s2", "from-plain") / "sub" / "b.txt").read_text() == "b"
+
+        # chunkstore on the same btrfs filesystem -> btrfs: a plain directory could be moved, but
+        # the btrfs pool could not snapshot it: copied into a subvolume too
+        a.clone(SnapshotKey("p1", "plain", "docs-c"), "docs-n", new_pool="near")
+        a.create_set(
+            CreateSetRequest(
+                set_id="n1", name="n1", targets=(Target("near", "docs-n", "r"),), created=T0, labels={}
+            )
+        )
+        a.clone(SnapshotKey("n1", "near", "docs-n"), "from-near", new_pool="fast")
+        assert is_subvolume(fast / "from-near")
+        a.create_set(req("s3", "from-near"))
+
+        # only paths, into another pool
+        a.restore(key, new_volume="only-sub", new_pool="plain", paths=["sub"])
+        assert sorted(os.listdir(plain / "only-sub")) == ["sub"]
+
+        with pytest.raises(FailedPrecondition, match="pool also: volume 'docs-r' already exists"):
+            a.clone(key, "docs-r", new_pool="also")
+        with pytest.raises(NotFound, match="no pool 'nope'"):
+            a.clone(key, "x", new_pool="nope")
+        with pytest.raises(InvalidArgument, match="new_pool"):
+            a.restore(key, new_pool="also", skip_safety_snapshot=True)
+        assert (vol / "data.txt").read_text() == "changed"  # the source untouched throughout
+        for pool_root in (fast, also, near, plain):
+            staging = pool_root / ".reconciler" / "staging"
+            assert not staging.exists() or not os.listdir(staging), pool_root
+    finally:
+        a.close()
+
+
+def backend_of(a: NodeAgent, pool: str) -> BtrfsBackend:
+    b = a.pool(pool).backend
+    assert isinstance(b, BtrfsBackend)
+    return b

@@ -337,3 +337,85 @@ def test_space_per_set(env: tuple[DaemonProcess, Path]) -> None:
     assert int(sets[second]["unique_bytes"]) > int(sets[first]["unique_bytes"])
     st = cli_json(d.state_dir, "status")
     assert int(st["nodes"][0]["pools"][0]["stored_bytes"]) > 0
+
+
+def test_files_as_the_source_volume_is_refused_not_restored_in_place(env: tuple[DaemonProcess, Path]) -> None:
+    """--as names a new volume: naming the source volume must not become a restore over the live
+    data (which would skip --yes and the safety snapshot)."""
+    d, pool = env
+    set_id = snap(d, "system:full")
+    (pool / "shares/files/a.txt").write_text("live")
+    before = {s["set_id"] for s in cli_json(d.state_dir, "snapshot", "list")}
+    r = cli(d.state_dir, "restore", "files", "files", "a.txt", "--set", set_id, "--as", "shares/files")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "--over-source" in r.stderr and "shares/files" in r.stderr
+    assert (pool / "shares/files/a.txt").read_text() == "live"  # untouched
+    assert {s["set_id"] for s in cli_json(d.state_dir, "snapshot", "list")} == before
+
+
+def test_a_new_copy_goes_to_the_pool_named_with_pool(tmp_path: Path) -> None:
+    """--pool puts a restore or clone to a new copy in another pool of the same node; a restore
+    over the source, or an unknown pool, is refused with the reason."""
+    pool = tmp_path / "pool"
+    write(pool / "vms/web/disk0/disk.img", "disk0-v1")
+    write(pool / "vms/web/disk1/disk.img", "disk1-v1")
+    write(pool / "shares/files/a.txt", "a-v1")
+    write(pool / "shares/other/o.txt", "o-v1")
+    cfg = CONFIG.replace(
+        "      main: {type: chunkstore, path: ./pool, create: true}\n",
+        "      main: {type: chunkstore, path: ./pool, create: true}\n"
+        "      spare: {type: chunkstore, path: ./spare, create: true}\n",
+    ).replace("    kind: ", "    pool: main\n    kind: ")
+    with DaemonProcess(write(tmp_path / "config.yaml", cfg), tmp_path / "state") as d:
+        set_id = snap(d, "system:full")
+        (pool / "vms/web/disk0/disk.img").write_text("disk0-v2")
+        spare = tmp_path / "spare"
+
+        dry = restore(d, "resource", "web", "--set", set_id, "--pool", "spare", "--dry-run")
+        plan = dry["events"][0]["plan"]  # type: ignore[index]
+        assert {s["target_pool"] for s in plan["steps"]} == {"spare"}, plan
+        assert "in pool spare" in plan["summary"]
+        assert not (spare / "vms").exists()
+
+        out = restore(d, "resource", "web", "--set", set_id, "--pool", "spare")
+        assert out["result"]["ok"], out  # type: ignore[index]
+        assert (spare / "vms/web_restored/disk0/disk.img").read_text() == "disk0-v1"
+        assert (spare / "vms/web_restored/disk1/disk.img").read_text() == "disk1-v1"
+        assert not (pool / "vms/web_restored").exists()
+        assert (pool / "vms/web/disk0/disk.img").read_text() == "disk0-v2"  # live untouched
+
+        # the default name is taken in spare, not in main: the next copy number there
+        again = restore(d, "resource", "web", "--set", set_id, "--pool", "spare")
+        assert (spare / "vms/web_restored_2/disk0/disk.img").read_text() == "disk0-v1", again
+
+        cl = cli_json(d.state_dir, "clone", "resource", "files", "--set", set_id, "--pool", "spare")
+        assert cl["result"]["ok"], cl
+        assert (spare / "shares/files_clone/a.txt").read_text() == "a-v1"
+
+        # files: the same volume name is fine in another pool
+        f = restore(d, "files", "files", "a.txt", "--set", set_id, "--as", "shares/files", "--pool", "spare")
+        assert f["result"]["ok"], f  # type: ignore[index]
+        assert (spare / "shares/files/a.txt").read_text() == "a-v1"
+
+        r = cli(d.state_dir, "restore", "resource", "web", "--set", set_id, "--pool", "nope")
+        assert r.returncode != 0 and "node local has no pool 'nope' (its pools: main, spare)" in r.stderr
+        r = cli(
+            d.state_dir,
+            "restore",
+            "resource",
+            "web",
+            "--set",
+            set_id,
+            "--over-source",
+            "--yes",
+            "--pool",
+            "spare",
+        )
+        assert r.returncode == 2 and "--pool places a new copy" in r.stderr
+        assert (pool / "vms/web/disk0/disk.img").read_text() == "disk0-v2"
+        # a tenant may restore its resources to new copies, but not pick the pool they fill
+        own = snap(d, "resource:web")
+        acme = ("--token", TOKEN_ACME)
+        r = cli(d.state_dir, "restore", "resource", "web", "--set", own, "--pool", "spare", *acme)
+        assert r.returncode != 0 and "cannot choose the pool of a new copy" in r.stderr, r.stderr
+        assert not (spare / "vms/web_restored_3").exists()

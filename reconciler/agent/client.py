@@ -198,6 +198,7 @@ class AgentClient:
         ref: SnapshotKey,
         *,
         new_volume: str = "",
+        new_pool: str = "",
         skip_safety_snapshot: bool = False,
         safety_set_id: str = "",
         paths: Sequence[str] = (),
@@ -206,6 +207,7 @@ class AgentClient:
         req = pb.RestoreRequest(
             ref=serde.key_to_pb(ref),
             new_volume=new_volume,
+            new_pool=new_pool,
             skip_safety_snapshot=skip_safety_snapshot,
             safety_set_id=safety_set_id,
             paths=list(paths),
@@ -213,12 +215,17 @@ class AgentClient:
         return self._operation("Restore", self.stub.Restore, req, progress)
 
     def clone(
-        self, ref: SnapshotKey, new_volume: str, progress: Callable[[ProgressEvent], None] = no_progress
+        self,
+        ref: SnapshotKey,
+        new_volume: str,
+        progress: Callable[[ProgressEvent], None] = no_progress,
+        *,
+        new_pool: str = "",
     ) -> OperationResult:
         return self._operation(
             "Clone",
             self.stub.Clone,
-            pb.CloneRequest(ref=serde.key_to_pb(ref), new_volume=new_volume),
+            pb.CloneRequest(ref=serde.key_to_pb(ref), new_volume=new_volume, new_pool=new_pool),
             progress,
         )
 

@@ -7,9 +7,11 @@ and a restore over a live volume swaps atomically after a safety snapshot.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .. import __version__
-from ..backends.base import Backend, FileEntry, ProgressEvent, ProgressFn, no_progress
+from ..backends.base import Backend, FileEntry, ProgressEvent, ProgressFn, no_progress, tree_size
 from ..catalog import Catalog
 from ..domain import (
     LABEL_KIND,
@@ -39,6 +41,7 @@ from ..errors import (
     NotFound,
     PathEscapes,
     ReconcilerError,
+    StorageFull,
 )
 from ..fsutil import exchange, rename_noreplace
 from ..quiesce import quiesced
@@ -444,6 +447,7 @@ class NodeAgent:
         ref: SnapshotKey,
         *,
         new_volume: str = "",
+        new_pool: str = "",
         skip_safety_snapshot: bool = False,
         safety_set_id: str = "",
         paths: Sequence[str] = (),
@@ -452,7 +456,11 @@ class NodeAgent:
         snap = self.get_snapshot(ref)
         p = self.pool(ref.pool)
         if new_volume:
-            return self._to_new(p, snap, new_volume, paths, progress, what="restore")
+            return self._to_new(p, snap, new_volume, paths, progress, what="restore", new_pool=new_pool)
+        if new_pool:
+            raise InvalidArgument(
+                "new_pool names where a new volume goes; a restore over the source has none"
+            )
         clean_paths = [_check_rel_path(x) for x in paths]
         with self._volume_lock(ref.pool, ref.volume):
             live = p.backend.volume_path(ref.volume)
@@ -502,9 +510,13 @@ class NodeAgent:
             bytes=written,
         )
 
-    def clone(self, ref: SnapshotKey, new_volume: str, progress: ProgressFn = no_progress) -> OperationResult:
+    def clone(
+        self, ref: SnapshotKey, new_volume: str, progress: ProgressFn = no_progress, *, new_pool: str = ""
+    ) -> OperationResult:
         snap = self.get_snapshot(ref)
-        return self._to_new(self.pool(ref.pool), snap, new_volume, (), progress, what="clone")
+        return self._to_new(
+            self.pool(ref.pool), snap, new_volume, (), progress, what="clone", new_pool=new_pool
+        )
 
     def _to_new(
         self,
@@ -515,13 +527,19 @@ class NodeAgent:
         progress: ProgressFn,
         *,
         what: str,
+        new_pool: str = "",
     ) -> OperationResult:
+        """Materialize the snapshot where it is stored (instant on btrfs), then move it into place:
+        in its own pool by a rename; into another pool (`new_pool`) by a rename too where that is
+        one filesystem and the result is a volume there, else by a copy (reflinked where the
+        filesystem can) into a new volume of that pool's kind, the materialized one removed."""
         self.check_volume(new_volume)
         paths = [_check_rel_path(x) for x in paths]  # the same rule as a restore over the source
-        dest = p.backend.volume_path(new_volume, must_exist=False)
+        dp = self.pool(new_pool) if new_pool else p
+        dest = dp.backend.volume_path(new_volume, must_exist=False)
         if os.path.lexists(dest):
             raise FailedPrecondition(
-                f"pool {p.name}: volume {new_volume!r} already exists; choose another name"
+                f"pool {dp.name}: volume {new_volume!r} already exists; choose another name"
             )
         staging = self._staging(p)
         try:
@@ -533,16 +551,55 @@ class NodeAgent:
                 progress=progress,
             )
             dest.parent.mkdir(parents=True, exist_ok=True)
-            rename_noreplace(staging, dest)
+            if dp is p:
+                rename_noreplace(staging, dest)
+            else:
+                written = max(written, self._move_to_pool(staging, dp, dest, progress))
         except BaseException:
             self._discard(p, staging)
             raise
+        self._discard(p, staging)  # left only where it was copied
+        where = f"{dp.name}/{new_volume}" if dp is not p else new_volume
         return OperationResult(
             ok=True,
-            message=f"{what} of {snap.pool}/{snap.volume} (set {snap.set_id}) to {new_volume}",
+            message=f"{what} of {snap.pool}/{snap.volume} (set {snap.set_id}) to {where}",
             volume=new_volume,
             bytes=written,
         )
+
+    def _move_to_pool(self, src: Path, dp: Pool, dest: Path, progress: ProgressFn) -> int:
+        """Put the materialized tree `src` at `dest` in pool `dp`; returns the bytes copied (0 when
+        it was moved)."""
+        if dp.backend.takes_as_volume(src):
+            try:
+                rename_noreplace(src, dest)
+                return 0
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+        staging = self._staging(dp)
+        progress(ProgressEvent("copy", 0, 1, unit="volumes", message=f"into pool {dp.name}"))
+        try:
+            dp.backend.make_empty_volume(staging)
+            res = subprocess.run(
+                ["cp", "-a", "--reflink=auto", "-T", "--", str(src), str(staging)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if res.returncode != 0:
+                msg = f"pool {dp.name}: copying into {staging} failed: {res.stderr.strip()}"
+                if "No space left" in res.stderr or "quota exceeded" in res.stderr.lower():
+                    raise StorageFull(msg)
+                raise ReconcilerError(msg)
+            subprocess.run(["sync", "-f", str(staging)], check=True, capture_output=True)  # durable
+            copied = tree_size(staging)
+            rename_noreplace(staging, dest)
+        except BaseException:
+            self._discard(dp, staging)
+            raise
+        progress(ProgressEvent("copy", 1, 1, unit="volumes", message=f"into pool {dp.name}"))
+        return copied
 
     def _staging(self, p: Pool) -> Path:
         p.backend.staging_dir.mkdir(parents=True, exist_ok=True)

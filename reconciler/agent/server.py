@@ -113,6 +113,7 @@ class AgentService(pb_grpc.AgentServicer):  # type: ignore[misc]
             lambda progress: self.agent.restore(
                 ref,
                 new_volume=request.new_volume,
+                new_pool=request.new_pool,
                 skip_safety_snapshot=request.skip_safety_snapshot,
                 safety_set_id=request.safety_set_id,
                 paths=list(request.paths),
@@ -122,7 +123,10 @@ class AgentService(pb_grpc.AgentServicer):  # type: ignore[misc]
 
     def Clone(self, request: pb.CloneRequest, context: grpc.ServicerContext) -> Iterator[pb.OperationEvent]:
         ref = serde.key_from_pb(request.ref)
-        return _streamed(context, lambda progress: self.agent.clone(ref, request.new_volume, progress))
+        return _streamed(
+            context,
+            lambda progress: self.agent.clone(ref, request.new_volume, progress, new_pool=request.new_pool),
+        )
 
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> Iterator[pb.OperationEvent]:
         return _streamed(context, lambda progress: self.agent.verify(request.pool, request.set_id, progress))

@@ -176,6 +176,16 @@ class Backend(ABC):
         """Remove a directory tree that was a volume (btrfs overrides this for subvolumes)."""
         shutil.rmtree(path, ignore_errors=False)
 
+    def make_empty_volume(self, path: Path) -> None:
+        """Create `path` (which must not exist) as an empty volume of this pool's kind: a
+        directory here, a subvolume on btrfs."""
+        os.mkdir(path, 0o700)
+
+    def takes_as_volume(self, path: Path) -> bool:
+        """Whether the directory tree at `path`, moved into this pool, is a volume it can
+        snapshot (btrfs: only a subvolume is)."""
+        return True
+
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize

@@ -312,6 +312,20 @@ class BtrfsBackend(Backend):
         else:
             shutil.rmtree(path)
 
+    def make_empty_volume(self, path: Path) -> None:
+        with _dirfd(path.parent) as parent:
+            self._call(lambda: ioc.create_subvolume(parent, path.name), f"creating subvolume {path}")
+
+    def takes_as_volume(self, path: Path) -> bool:
+        try:
+            with _dirfd(path) as fd:
+                if os.fstat(fd).st_ino != ioc.FIRST_FREE_OBJECTID:
+                    return False
+                ioc.subvolume_id(fd)  # fails off btrfs, where inode 256 means nothing
+        except OSError:
+            return False
+        return True
+
     # --- snapshots -------------------------------------------------------------------------------
     def snapshot(self, *, set_id: str, volume: str, progress: ProgressFn = no_progress) -> StoredSnapshot:
         _check_key(set_id, volume)

@@ -357,6 +357,7 @@ class ControlService(cpb_grpc.ControlServicer):  # type: ignore[misc]
             paths=tuple(request.paths),
             volume=request.volume,
             dry_run=request.dry_run,
+            pool=request.pool,
         )
 
         def on_plan(plan: RestorePlan) -> None:
@@ -372,6 +373,7 @@ class ControlService(cpb_grpc.ControlServicer):  # type: ignore[misc]
                                 pool=st.ref.pool,
                                 volume=st.ref.volume,
                                 target=st.target,
+                                target_pool=st.dest_pool,
                                 what=st.what,
                             )
                             for st in plan.steps

@@ -318,26 +318,30 @@ class UpdateSnapshotsResponse(_message.Message):
     def __init__(self, snapshots: _Optional[_Iterable[_Union[Snapshot, _Mapping]]] = ...) -> None: ...
 
 class RestoreRequest(_message.Message):
-    __slots__ = ("ref", "new_volume", "skip_safety_snapshot", "safety_set_id", "paths")
+    __slots__ = ("ref", "new_volume", "skip_safety_snapshot", "safety_set_id", "paths", "new_pool")
     REF_FIELD_NUMBER: _ClassVar[int]
     NEW_VOLUME_FIELD_NUMBER: _ClassVar[int]
     SKIP_SAFETY_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     SAFETY_SET_ID_FIELD_NUMBER: _ClassVar[int]
     PATHS_FIELD_NUMBER: _ClassVar[int]
+    NEW_POOL_FIELD_NUMBER: _ClassVar[int]
     ref: SnapshotRef
     new_volume: str
     skip_safety_snapshot: bool
     safety_set_id: str
     paths: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ref: _Optional[_Union[SnapshotRef, _Mapping]] = ..., new_volume: _Optional[str] = ..., skip_safety_snapshot: _Optional[bool] = ..., safety_set_id: _Optional[str] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...
+    new_pool: str
+    def __init__(self, ref: _Optional[_Union[SnapshotRef, _Mapping]] = ..., new_volume: _Optional[str] = ..., skip_safety_snapshot: _Optional[bool] = ..., safety_set_id: _Optional[str] = ..., paths: _Optional[_Iterable[str]] = ..., new_pool: _Optional[str] = ...) -> None: ...
 
 class CloneRequest(_message.Message):
-    __slots__ = ("ref", "new_volume")
+    __slots__ = ("ref", "new_volume", "new_pool")
     REF_FIELD_NUMBER: _ClassVar[int]
     NEW_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    NEW_POOL_FIELD_NUMBER: _ClassVar[int]
     ref: SnapshotRef
     new_volume: str
-    def __init__(self, ref: _Optional[_Union[SnapshotRef, _Mapping]] = ..., new_volume: _Optional[str] = ...) -> None: ...
+    new_pool: str
+    def __init__(self, ref: _Optional[_Union[SnapshotRef, _Mapping]] = ..., new_volume: _Optional[str] = ..., new_pool: _Optional[str] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("pool", "set_id")

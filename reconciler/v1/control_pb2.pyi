@@ -364,7 +364,7 @@ class UpdateSnapshotSetRequest(_message.Message):
     def __init__(self, set_id: _Optional[str] = ..., action: _Optional[str] = ..., unlock_wait_s: _Optional[int] = ..., expires: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., never_expire: _Optional[bool] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class SetRestoreRequest(_message.Message):
-    __slots__ = ("set_id", "level", "name", "mode", "new_name", "confirm", "skip_safety_snapshot", "with_settings", "paths", "volume", "dry_run", "cancel_window")
+    __slots__ = ("set_id", "level", "name", "mode", "new_name", "confirm", "skip_safety_snapshot", "with_settings", "paths", "volume", "dry_run", "cancel_window", "pool")
     SET_ID_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -377,6 +377,7 @@ class SetRestoreRequest(_message.Message):
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     CANCEL_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
     set_id: str
     level: str
     name: str
@@ -389,21 +390,24 @@ class SetRestoreRequest(_message.Message):
     volume: str
     dry_run: bool
     cancel_window: int
-    def __init__(self, set_id: _Optional[str] = ..., level: _Optional[str] = ..., name: _Optional[str] = ..., mode: _Optional[str] = ..., new_name: _Optional[str] = ..., confirm: _Optional[bool] = ..., skip_safety_snapshot: _Optional[bool] = ..., with_settings: _Optional[bool] = ..., paths: _Optional[_Iterable[str]] = ..., volume: _Optional[str] = ..., dry_run: _Optional[bool] = ..., cancel_window: _Optional[int] = ...) -> None: ...
+    pool: str
+    def __init__(self, set_id: _Optional[str] = ..., level: _Optional[str] = ..., name: _Optional[str] = ..., mode: _Optional[str] = ..., new_name: _Optional[str] = ..., confirm: _Optional[bool] = ..., skip_safety_snapshot: _Optional[bool] = ..., with_settings: _Optional[bool] = ..., paths: _Optional[_Iterable[str]] = ..., volume: _Optional[str] = ..., dry_run: _Optional[bool] = ..., cancel_window: _Optional[int] = ..., pool: _Optional[str] = ...) -> None: ...
 
 class RestoreStep(_message.Message):
-    __slots__ = ("node", "pool", "volume", "target", "what")
+    __slots__ = ("node", "pool", "volume", "target", "what", "target_pool")
     NODE_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     WHAT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_POOL_FIELD_NUMBER: _ClassVar[int]
     node: str
     pool: str
     volume: str
     target: str
     what: str
-    def __init__(self, node: _Optional[str] = ..., pool: _Optional[str] = ..., volume: _Optional[str] = ..., target: _Optional[str] = ..., what: _Optional[str] = ...) -> None: ...
+    target_pool: str
+    def __init__(self, node: _Optional[str] = ..., pool: _Optional[str] = ..., volume: _Optional[str] = ..., target: _Optional[str] = ..., what: _Optional[str] = ..., target_pool: _Optional[str] = ...) -> None: ...
 
 class RestorePlan(_message.Message):
     __slots__ = ("summary", "steps", "safety_snapshot", "warnings")
