@@ -10,9 +10,10 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import subprocess
 from pathlib import Path
 
-from .errors import FailedPrecondition, StorageFull
+from .errors import FailedPrecondition, ReconcilerError, StorageFull
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -88,3 +89,20 @@ def raise_if_full(exc: OSError, where: Path) -> None:
     """Turn ENOSPC/EDQUOT into a StorageFull error naming the place."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise StorageFull(f"no space left while writing {where}") from exc
+
+
+def copy_tree(src: Path, dst: Path, *, reflink: str, what: str) -> None:
+    """`cp -a --reflink=REFLINK -T src dst`: ownership, modes, times, xattrs and hard links kept;
+    into an existing directory `dst`, src's entries are copied into it. `what` starts the error
+    message (a full target is StorageFull)."""
+    res = subprocess.run(
+        ["cp", "-a", f"--reflink={reflink}", "-T", "--", str(src), str(dst)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if res.returncode != 0:
+        msg = f"{what} failed: {res.stderr.strip()}"
+        if "No space left" in res.stderr or "quota exceeded" in res.stderr.lower():
+            raise StorageFull(msg)
+        raise ReconcilerError(msg)

@@ -41,9 +41,8 @@ from ..errors import (
     NotFound,
     PathEscapes,
     ReconcilerError,
-    StorageFull,
 )
-from ..fsutil import exchange, rename_noreplace
+from ..fsutil import copy_tree, exchange, rename_noreplace
 from ..quiesce import quiesced
 from .api import (
     PROTOCOL_VERSION,
@@ -581,17 +580,7 @@ class NodeAgent:
         progress(ProgressEvent("copy", 0, 1, unit="volumes", message=f"into pool {dp.name}"))
         try:
             dp.backend.make_empty_volume(staging)
-            res = subprocess.run(
-                ["cp", "-a", "--reflink=auto", "-T", "--", str(src), str(staging)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if res.returncode != 0:
-                msg = f"pool {dp.name}: copying into {staging} failed: {res.stderr.strip()}"
-                if "No space left" in res.stderr or "quota exceeded" in res.stderr.lower():
-                    raise StorageFull(msg)
-                raise ReconcilerError(msg)
+            copy_tree(src, staging, reflink="auto", what=f"pool {dp.name}: copying into {staging}")
             subprocess.run(["sync", "-f", str(staging)], check=True, capture_output=True)  # durable
             copied = tree_size(staging)
             rename_noreplace(staging, dest)

@@ -34,7 +34,6 @@ import logging
 import os
 import shutil
 import stat
-import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,10 +47,9 @@ from ..errors import (
     NotFound,
     PathEscapes,
     PermissionDenied,
-    ReconcilerError,
     StorageFull,
 )
-from ..fsutil import rename_noreplace
+from ..fsutil import copy_tree, rename_noreplace
 from . import btrfs_ioctl as ioc
 from .base import (
     Backend,
@@ -473,17 +471,7 @@ class BtrfsBackend(Backend):
                 if not (dest / sub).exists():
                     os.mkdir(dest / sub)
                     made_dirs.append(sub)
-            res = subprocess.run(
-                ["cp", "-a", "--reflink=always", "-T", "--", str(src), str(dest / rel)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if res.returncode != 0:
-                msg = f"pool {self.pool}: copying {rel} into {dest} failed: {res.stderr.strip()}"
-                if "No space left" in res.stderr or "quota exceeded" in res.stderr.lower():
-                    raise StorageFull(msg)
-                raise ReconcilerError(msg)
+            copy_tree(src, dest / rel, reflink="always", what=f"pool {self.pool}: copying {rel} into {dest}")
             written += _regular_bytes(src)
             progress(ProgressEvent("materialize", i + 1, len(rels), unit="paths", message=rel))
         for sub in [*reversed(made_dirs), ""]:
