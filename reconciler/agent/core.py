@@ -581,7 +581,9 @@ class NodeAgent:
         try:
             dp.backend.make_empty_volume(staging)
             copy_tree(src, staging, reflink="auto", what=f"pool {dp.name}: copying into {staging}")
-            subprocess.run(["sync", "-f", str(staging)], check=True, capture_output=True)  # durable
+            synced = subprocess.run(["sync", "-f", str(staging)], capture_output=True, text=True, check=False)
+            if synced.returncode != 0:  # durable before it is in place, or not at all
+                raise ReconcilerError(f"pool {dp.name}: syncing {staging} failed: {synced.stderr.strip()}")
             copied = tree_size(staging)
             rename_noreplace(staging, dest)
         except BaseException:
