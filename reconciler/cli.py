@@ -240,13 +240,10 @@ def cmd_status(ns: argparse.Namespace) -> int:
                 ["PROBLEM", "SUBJECT", "REASON", "MESSAGE"],
             )
         )
-    warnings = st.get("warnings", [])
-    if warnings:
+    said = [f"warning: {w}" for w in st.get("warnings", [])] + [f"note: {n}" for n in st.get("notes", [])]
+    if said:
         print()
-        for w in warnings:
-            print(f"warning: {w}")
-    for n in st.get("notes", []):
-        print(f"note: {n}")
+        print("\n".join(said))
     recent = st.get("recent_actions", [])[-10:]
     if recent:
         print()
