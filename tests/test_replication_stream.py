@@ -1,5 +1,5 @@
 """How the agents run `btrfs send`/`receive` and forward the stream (replication/btrfs.py),
-without root or btrfs: a pipe written by a thread stands in for `btrfs send`, and small scripts
+without root or btrfs: a socket written by a thread stands in for `btrfs send`, and small scripts
 named `btrfs` on PATH for the program.
 
 What matters to the target: a pause in the stream sends what came before it (compressed or not;
@@ -10,6 +10,7 @@ and the bytes that arrive are the stream's, in order.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -35,28 +36,28 @@ def _payloads(frames: list[tuple[float, bytes]]) -> Iterator[bytes]:
 
 
 def _forward(writes: list[bytes | float], *, compression: bool) -> tuple[CollectLink, list[float], int]:
-    """Run forward_stream on a pipe that a thread writes `writes` to (a float: pause that long);
-    returns the link, when each write was done, and the stream bytes counted."""
-    r, w = os.pipe()
+    """Run forward_stream on a socket that a thread writes `writes` to (a float: pause that long),
+    as `btrfs send` does; returns the link, when each write was done, and the stream bytes counted."""
+    ours, theirs = socket.socketpair()
     link = CollectLink()
     done: list[float] = []
 
     def writer() -> None:
-        with os.fdopen(w, "wb", buffering=0) as fh:
+        with theirs:
             for item in writes:
                 if isinstance(item, float):
                     time.sleep(item)
                 else:
-                    fh.write(item)
+                    theirs.sendall(item)
                     done.append(time.monotonic())
 
     t = threading.Thread(target=writer)
     t.start()
     try:
-        n = forward_stream(r, link, Meter(), compression=compression)
+        n = forward_stream(ours, link, Meter(), compression=compression)
     finally:
         t.join()
-        os.close(r)
+        ours.close()
     return link, done, n
 
 
@@ -89,6 +90,40 @@ def test_a_burst_travels_in_bounded_messages_and_arrives_whole(compression: bool
     if compression:
         payload = zstandard.ZstdDecompressor().decompressobj().decompress(payload)
     assert payload == data
+
+
+class _CountingSocket(socket.socket):
+    reads = 0
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self.reads += 1
+        return super().recv(bufsize, flags)
+
+
+def test_a_steady_stream_is_read_a_tick_at_a_time_not_a_piece_at_a_time() -> None:
+    """`btrfs send` writes 64-144 KiB at a time; the reader lets pieces gather in the socket and
+    takes several per read (it used to wake and read for every piece)."""
+    ours, theirs = btrfs_repl._output_socket()
+    counting = _CountingSocket(fileno=ours.detach())
+    pieces = [os.urandom(4096) for _ in range(200)]
+
+    def writer() -> None:
+        with theirs:
+            for piece in pieces:
+                theirs.sendall(piece)
+                time.sleep(0.00025)  # 16 MB/s: a piece every quarter of a millisecond, or so
+
+    t = threading.Thread(target=writer)
+    t.start()
+    link = CollectLink()
+    try:
+        n = forward_stream(counting, link, Meter(), compression=False)
+    finally:
+        t.join()
+        counting.close()
+    assert n == len(pieces) * 4096
+    assert b"".join(_payloads(link.frames)) == b"".join(pieces)
+    assert counting.reads <= len(pieces) // 2, f"{counting.reads} reads for {len(pieces)} pieces"
 
 
 def _fake_btrfs(directory: Path, says: str) -> Path:

@@ -25,6 +25,7 @@ import re
 import secrets
 import select
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -43,6 +44,7 @@ from ..errors import (
     ReconcilerError,
     StorageFull,
 )
+from ..pipefeed import PipeFeeder
 from ..v1 import replication_pb2 as rpb
 from .link import Link
 from .progress import Meter
@@ -50,12 +52,16 @@ from .wire import encode_data_parts
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 1 << 20
-PIPE_SIZE = 8 << 20
+PIPE_SIZE = 1 << 20  # what /proc/sys/fs/pipe-max-size allows by default
+SEND_BUFFER = 8 << 20  # what `btrfs send` may write ahead of the reader
 MESSAGE_SIZE = 4 << 20
 STDERR_MAX = 64 << 10  # what an error message quotes of a btrfs process's stderr, at most
-FLUSH_AFTER = 0.01  # seconds the first byte of a message waits for more, at most
-FLUSH_IDLE = 0.001  # seconds without more output from `btrfs send` after which a message leaves
+# seconds the first byte of a message waits for more, at most: `btrfs receive` gets the stream in
+# bites of at most this much of it, and has at most that to work through after its end (with 10 ms
+# the 8.4 MB incremental of bench_replication.py took ~10% longer; the full stream's 1 GB is not
+# slower in 3 ms messages than in 4 MiB ones)
+FLUSH_AFTER = 0.003
+READ_TICK = 0.002  # seconds between two reads of `btrfs send`'s output while a message gathers
 # The newest send stream version used. v2 carries file data in larger commands: through a local
 # pipe, an 8.4 MB incremental took 92 ms instead of 112 ms, a 1 GB full stream 3.2 s instead of
 # 3.5 s (medians of 5 and 3). It needs btrfs-progs 5.18 on both ends and Linux 5.18 to send;
@@ -64,6 +70,7 @@ MAX_STREAM = 2
 PROGS_FOR_V2 = (5, 18)
 SEND_STREAM_SYSFS = Path("/sys/fs/btrfs/features/send_stream_version")
 F_SETPIPE_SZ = 1031
+SO_SNDBUFFORCE = 32  # (linux/asm-generic/socket.h; the socket module does not name it)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 UUID_LEN = 16
 
@@ -184,14 +191,27 @@ def start_btrfs(
 
 
 def _bigger_pipe(fd: int) -> None:
-    """A deeper pipe between btrfs and us smooths out who waits for whom (root may go past
-    /proc/sys/fs/pipe-max-size, 1 MiB by default; otherwise that is what we get)."""
-    for size in (PIPE_SIZE, READ_SIZE):
-        try:
-            fcntl.fcntl(fd, F_SETPIPE_SZ, size)
-            return
+    """A deeper pipe between us and `btrfs receive` smooths out who waits for whom."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def _output_socket() -> tuple[socket.socket, socket.socket]:
+    """Where `btrfs send` writes its stream: (our end, its end) of a socket pair, not a pipe.
+    btrfs-progs 6.x shrinks a pipe on its stdout to 256 KiB (F_SETPIPE_SZ, once per command with
+    stream v2), so a reader that looks every few milliseconds would stall it; a socket's buffer is
+    ours to size (it ignores the call), and `btrfs send` splices into it as into a pipe."""
+    ours, theirs = socket.socketpair()
+    try:
+        try:  # root (CAP_NET_ADMIN) may go past net.core.wmem_max
+            theirs.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SEND_BUFFER)
         except OSError:
-            continue
+            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    return ours, theirs
 
 
 def _stderr_file() -> IO[bytes]:
@@ -229,6 +249,7 @@ class SendProcess:
     volume: str
     parent_set_id: str
     proc: subprocess.Popen[bytes]
+    out: socket.socket  # our end of its stdout
     err: IO[bytes]
     parent_identity: bytes = b""  # looked up while the send starts: the parent check needs it
     stream_version: int = 1
@@ -238,15 +259,14 @@ class SendProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self.out.close()
         self.err.close()
 
 
 def start_send(
     backend: BtrfsBackend, *, set_id: str, volume: str, parent_set_id: str, stream_version: int = 1
 ) -> SendProcess:
-    """Start `btrfs send` (its output waits in the pipe until read). The sender starts the first
+    """Start `btrfs send` (its output waits in its socket until read). The sender starts the first
     volume's send while it is still agreeing on the parent with the target, on the parent it
     expects; `btrfs send -p` spends its first moments walking both trees, which then overlaps
     the round trip instead of following it."""
@@ -258,13 +278,18 @@ def start_send(
     args.append(str(backend.snapshot_path(set_id, volume)))
     err = _stderr_file()
     try:
-        proc = start_btrfs(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        out, theirs = _output_socket()
+        try:
+            proc = start_btrfs(args, stdin=subprocess.DEVNULL, stdout=theirs.fileno(), stderr=err)
+        except BaseException:
+            out.close()
+            raise
+        finally:
+            theirs.close()  # the child has its copy
     except BaseException:
         err.close()
         raise
-    assert proc.stdout is not None
-    _bigger_pipe(proc.stdout.fileno())
-    sending = SendProcess(set_id, volume, parent_set_id, proc, err, stream_version=stream_version)
+    sending = SendProcess(set_id, volume, parent_set_id, proc, out, err, stream_version=stream_version)
     if parent_set_id:
         sending.parent_identity = identity_of(backend, parent_set_id, volume)
     return sending
@@ -320,16 +345,15 @@ def send_volume(
         raise
     proc, err = sending.proc, sending.err
     with err:
-        assert proc.stdout is not None
         try:
-            stream_bytes = forward_stream(proc.stdout.fileno(), link, meter, compression=compression)
+            stream_bytes = forward_stream(sending.out, link, meter, compression=compression)
             rc = proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
         finally:
-            proc.stdout.close()
+            sending.out.close()
         if rc != 0:
             raise _error(backend.pool, f"btrfs send of {set_id}/{volume}", _stderr_text(err))
     link.send(rpb.ReceiveRequest(volume_end=rpb.VolumeEnd()))
@@ -337,64 +361,74 @@ def send_volume(
     return meter.stats.wire_bytes - wire0, stream_bytes
 
 
-def forward_stream(fd: int, link: Link, meter: Meter, *, compression: bool) -> int:
-    """Send what `btrfs send` writes to `fd` until it closes, as data messages; returns the
+def forward_stream(out: socket.socket, link: Link, meter: Meter, *, compression: bool) -> int:
+    """Send what `btrfs send` writes to `out` until it closes, as data messages; returns the
     stream's bytes.
 
-    A message gathers up to MESSAGE_SIZE (fewer messages, fewer wakeups on both sides), but never
-    waits more than FLUSH_AFTER for it, nor FLUSH_IDLE once `btrfs send` pauses (walking the trees
-    for an incremental stream, or done and exiting, which takes it milliseconds): what it has
-    produced goes out, so the target's `btrfs receive` works while the rest is produced, and starts
-    its final commit as soon as the stream's end command is written. With compression, such a
-    flush also ends zstd's block, which would otherwise hold up to 128 KiB of the stream (the end
-    command included) until more arrives. The first message leaves at once."""
+    `btrfs send` writes in pieces of 64-144 KiB. Read as they come, that is some 10,000 wakeups
+    and reads per GB; instead, while a message gathers, the socket (SEND_BUFFER deep, so that
+    `btrfs send` does not wait for us) is emptied every READ_TICK, a few hundred reads per GB.
+    A message leaves when it holds MESSAGE_SIZE, when its first byte has waited FLUSH_AFTER, or
+    when a tick brings nothing: `btrfs send` paused (walking the trees for an incremental stream,
+    or done and exiting, which takes it milliseconds), and what it produced goes out, so the
+    target's `btrfs receive` works while the rest is produced, and starts its final commit as soon
+    as the stream's end command is written. With compression, such a flush also ends zstd's block,
+    which would otherwise hold up to 128 KiB of the stream (the end command included) until more
+    arrives. The first message leaves at once."""
     cctx = zstandard.ZstdCompressor(level=1).compressobj() if compression else None
     stream_bytes = 0
     parts: list[bytes] = []
     pending = 0  # bytes in `parts`
-    held = 0  # stream bytes read and not yet sent: in `parts` or inside the compressor
-    oldest = 0.0  # when the oldest of them was read
+    first = 0.0  # when the oldest stream byte read and not yet sent (in `parts`, in zstd) came
     wait_for_more = 0.0
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP)
 
-    def flush() -> None:
-        nonlocal parts, pending, held, wait_for_more
-        if cctx is not None:
-            out = cctx.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-            if out:
-                parts.append(out)
-                pending += len(out)
-        if parts:
-            link.send_raw(encode_data_parts(parts, pending))
-        parts, pending, held = [], 0, 0
-        wait_for_more = FLUSH_AFTER
-
-    while True:
-        if held:
-            wait = min(oldest + wait_for_more - time.monotonic(), FLUSH_IDLE)
-            if wait <= 0 or not poller.poll(wait * 1000):
-                flush()
-                continue
-        chunk = os.read(fd, MESSAGE_SIZE - pending)
-        if not chunk:
-            break
+    def take(chunk: bytes) -> None:
+        nonlocal stream_bytes, pending
         stream_bytes += len(chunk)
         meter.add(scanned=len(chunk), sent=len(chunk), checked=len(chunk))
-        if not held:
-            oldest = time.monotonic()
-        held += len(chunk)
-        out = cctx.compress(chunk) if cctx is not None else chunk
-        if out:
-            parts.append(out)
-            pending += len(out)
-        if pending >= MESSAGE_SIZE:
+        data = cctx.compress(chunk) if cctx is not None else chunk
+        if data:
+            parts.append(data)
+            pending += len(data)
+
+    def send(*, end_block: bool) -> None:
+        nonlocal parts, pending, first, wait_for_more
+        if end_block and cctx is not None:
+            data = cctx.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+            if data:
+                parts.append(data)
+                pending += len(data)
+        if parts:
             link.send_raw(encode_data_parts(parts, pending))
-            parts, pending = [], 0
-            wait_for_more = FLUSH_AFTER
-            # compressed, the compressor may still hold up to a block: a pause or FLUSH_AFTER
-            # from now sends it
-            held, oldest = (0, oldest) if cctx is None else (held, time.monotonic())
+        parts, pending = [], 0
+        wait_for_more = FLUSH_AFTER
+        # compressed and full, zstd may still hold up to a block: a pause or FLUSH_AFTER sends it
+        first = time.monotonic() if cctx is not None and not end_block else 0.0
+
+    ended = select.poll()  # wakes when `btrfs send` closes its end, not for each piece it writes
+    ended.register(out, select.POLLRDHUP)
+    while True:
+        room = MESSAGE_SIZE - pending
+        if not first:  # nothing held: wait for the stream to go on, or end
+            chunk = out.recv(room)
+            if not chunk:
+                break
+            first = time.monotonic()
+        elif time.monotonic() >= first + wait_for_more:
+            send(end_block=True)
+            continue
+        else:
+            ended.poll(READ_TICK * 1000)
+            try:
+                chunk = out.recv(room, socket.MSG_DONTWAIT)
+            except BlockingIOError:  # a pause
+                send(end_block=True)
+                continue
+            if not chunk:
+                break
+        take(chunk)
+        if pending >= MESSAGE_SIZE:
+            send(end_block=False)
     if cctx is not None:
         parts.append(cctx.flush())
         pending += len(parts[-1])
@@ -420,6 +454,7 @@ class _Receiving(_ReceiveProcess):
     volume: str
     source_uuid: bytes
     dctx: zstandard.ZstdDecompressionObj | None
+    feeder: PipeFeeder
     received: int = 0
 
 
@@ -481,6 +516,7 @@ class BtrfsSink:
         if started is None:
             started = self._start_receive()
         dctx = zstandard.ZstdDecompressor().decompressobj() if msg.compressed else None
+        assert started.proc.stdin is not None
         self.cur = _Receiving(
             staging=started.staging,
             proc=started.proc,
@@ -488,6 +524,7 @@ class BtrfsSink:
             volume=msg.volume,
             source_uuid=bytes(msg.source_uuid),
             dctx=dctx,
+            feeder=PipeFeeder(started.proc.stdin.fileno()),
         )
 
     def data(self, block: bytes | memoryview) -> None:
@@ -501,7 +538,7 @@ class BtrfsSink:
             return
         assert cur.proc.stdin is not None
         try:
-            cur.proc.stdin.write(block)
+            cur.feeder.write(block)
         except (BrokenPipeError, OSError) as exc:
             cur.proc.wait()
             stderr = _stderr_text(cur.err)
@@ -519,6 +556,7 @@ class BtrfsSink:
             pass
         self.receive_ahead()  # the next volume's, while this one's receive finishes
         rc = cur.proc.wait()
+        cur.feeder.release()
         stderr = _stderr_text(cur.err)
         if rc != 0:
             raise _error(self.backend.pool, f"btrfs receive of {self.set_id}/{cur.volume}", stderr)
