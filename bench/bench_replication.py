@@ -28,7 +28,11 @@ sync`; otherwise its transactions stall the next run's fsyncs by ~10 ms), and en
 durable: the agents fsync what they receive before the commit, so
 the baselines' times include a `sync -f` (rsync) / `btrfs filesystem sync` (pipe) of the target.
 Each measurement is repeated R times (default 3), alternating which side goes first; the best run
-of each counts (the machine may be shared: the load average is printed). Exit 1 if a target is missed.
+of each counts (the machine may be shared: the load average is printed). A btrfs measurement starts
+with one untimed run of each side: the first transfer of each side after the data set is written
+runs slower than the ones after it (ours 5.0 s then 3.5-3.8 s, the pipe 3.5 s then 3.0-3.1 s,
+with dropped caches all along), and the best of R should compare warm runs. Exit 1 if a target is
+missed.
 """
 
 from __future__ import annotations
@@ -271,6 +275,10 @@ def bench_btrfs(work: Path, args: argparse.Namespace, pki_dir: Path, report: Rep
             ours_t: list[float] = []
             pipe_t: list[float] = []
             last: ReplicateOutcome | None = None
+            for side, reset, run in (("ours", reset_ours, ours), ("pipe", reset_pipe, base)):
+                reset()  # a warm-up run of each side (see the module's docstring)
+                el, _ = timed(run)
+                print(f"  {label} {side}: {el:.3f}s (warm-up, not counted; {load()})")
             for rep in range(args.repeat):
                 for side in ("ours", "pipe") if rep % 2 == 0 else ("pipe", "ours"):
                     if side == "ours":

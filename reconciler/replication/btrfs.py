@@ -27,6 +27,8 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
+import termios
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ from ..pipefeed import PipeFeeder
 from ..v1 import replication_pb2 as rpb
 from .link import Link
 from .progress import Meter
-from .wire import encode_data_parts
+from .wire import data_message_from, encode_data
 
 log = logging.getLogger(__name__)
 
@@ -361,79 +363,66 @@ def send_volume(
     return meter.stats.wire_bytes - wire0, stream_bytes
 
 
+def _queued(sock: socket.socket) -> int:
+    """Bytes waiting to be read from `sock` (SIOCINQ)."""
+    return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)), sys.byteorder, signed=True)
+
+
 def forward_stream(out: socket.socket, link: Link, meter: Meter, *, compression: bool) -> int:
     """Send what `btrfs send` writes to `out` until it closes, as data messages; returns the
     stream's bytes.
 
     `btrfs send` writes in pieces of 64-144 KiB. Read as they come, that is some 10,000 wakeups
-    and reads per GB; instead, while a message gathers, the socket (SEND_BUFFER deep, so that
-    `btrfs send` does not wait for us) is emptied every READ_TICK, a few hundred reads per GB.
-    A message leaves when it holds MESSAGE_SIZE, when its first byte has waited FLUSH_AFTER, or
-    when a tick brings nothing: `btrfs send` paused (walking the trees for an incremental stream,
-    or done and exiting, which takes it milliseconds), and what it produced goes out, so the
-    target's `btrfs receive` works while the rest is produced, and starts its final commit as soon
-    as the stream's end command is written. With compression, such a flush also ends zstd's block,
-    which would otherwise hold up to 128 KiB of the stream (the end command included) until more
-    arrives. The first message leaves at once."""
+    and reads per GB; instead the stream gathers in the socket (SEND_BUFFER deep, so `btrfs send`
+    does not wait for us), looked at every READ_TICK, and each message is read in one go, straight
+    into the message (wire.data_message_from). A message leaves when MESSAGE_SIZE has gathered,
+    when its first byte has waited FLUSH_AFTER, or when a tick brings nothing: `btrfs send`
+    paused (walking the trees for an incremental stream, or done and exiting, which takes it
+    milliseconds), and what it produced goes out, so the target's `btrfs receive` works while the
+    rest is produced. The end of the stream ends a tick at once. The first message leaves at once.
+    Compressed, each message is a zstd block of its own, decodable on its own arrival."""
     cctx = zstandard.ZstdCompressor(level=1).compressobj() if compression else None
     stream_bytes = 0
-    parts: list[bytes] = []
-    pending = 0  # bytes in `parts`
-    first = 0.0  # when the oldest stream byte read and not yet sent (in `parts`, in zstd) came
+    first = 0.0  # when the oldest byte waiting in the socket came
     wait_for_more = 0.0
+    arrives = select.poll()
+    arrives.register(out, select.POLLIN | select.POLLRDHUP)
+    ends = select.poll()  # woken by `btrfs send` closing its end, not by each piece it writes
+    ends.register(out, select.POLLRDHUP)
 
-    def take(chunk: bytes) -> None:
-        nonlocal stream_bytes, pending
-        stream_bytes += len(chunk)
-        meter.add(scanned=len(chunk), sent=len(chunk), checked=len(chunk))
-        data = cctx.compress(chunk) if cctx is not None else chunk
-        if data:
-            parts.append(data)
-            pending += len(data)
-
-    def send(*, end_block: bool) -> None:
-        nonlocal parts, pending, first, wait_for_more
-        if end_block and cctx is not None:
-            data = cctx.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-            if data:
-                parts.append(data)
-                pending += len(data)
-        if parts:
-            link.send_raw(encode_data_parts(parts, pending))
-        parts, pending = [], 0
-        wait_for_more = FLUSH_AFTER
-        # compressed and full, zstd may still hold up to a block: a pause or FLUSH_AFTER sends it
-        first = time.monotonic() if cctx is not None and not end_block else 0.0
-
-    ended = select.poll()  # wakes when `btrfs send` closes its end, not for each piece it writes
-    ended.register(out, select.POLLRDHUP)
-    while True:
-        room = MESSAGE_SIZE - pending
-        if not first:  # nothing held: wait for the stream to go on, or end
-            chunk = out.recv(room)
-            if not chunk:
-                break
-            first = time.monotonic()
-        elif time.monotonic() >= first + wait_for_more:
-            send(end_block=True)
-            continue
+    def send(size: int) -> None:
+        nonlocal stream_bytes
+        if cctx is None:
+            link.send_raw(data_message_from(out, size))
         else:
-            ended.poll(READ_TICK * 1000)
-            try:
-                chunk = out.recv(room, socket.MSG_DONTWAIT)
-            except BlockingIOError:  # a pause
-                send(end_block=True)
-                continue
-            if not chunk:
-                break
-        take(chunk)
-        if pending >= MESSAGE_SIZE:
-            send(end_block=False)
+            block = out.recv(size, socket.MSG_WAITALL)
+            link.send_raw(encode_data(cctx.compress(block) + cctx.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)))
+        stream_bytes += size
+        meter.add(scanned=size, sent=size, checked=size)
+
+    ended = False
+    while not ended:
+        if not first:
+            arrives.poll()  # until there is something, or the end
+            first = time.monotonic()
+        queued = _queued(out)
+        if queued < MESSAGE_SIZE and time.monotonic() < first + wait_for_more:
+            ended = bool(ends.poll(READ_TICK * 1000))
+            more = _queued(out)
+            if more > queued and not ended:
+                continue  # still coming: let it gather
+            queued = more
+        # full, waited long enough, paused, or ended: what is there goes out
+        while queued:
+            size = min(queued, MESSAGE_SIZE)
+            send(size)
+            queued -= size
+        first = 0.0
+        wait_for_more = FLUSH_AFTER
     if cctx is not None:
-        parts.append(cctx.flush())
-        pending += len(parts[-1])
-    if pending:
-        link.send_raw(encode_data_parts(parts, pending))
+        tail = cctx.flush()
+        if tail:
+            link.send_raw(encode_data(tail))
     return stream_bytes
 
 
