@@ -63,7 +63,7 @@ STDERR_MAX = 64 << 10  # what an error message quotes of a btrfs process's stder
 # the 8.4 MB incremental of bench_replication.py took ~10% longer; the full stream's 1 GB is not
 # slower in 3 ms messages than in 4 MiB ones)
 FLUSH_AFTER = 0.003
-READ_TICK = 0.002  # seconds between two reads of `btrfs send`'s output while a message gathers
+READ_TICK = 0.002  # seconds between two looks at `btrfs send`'s output while a message gathers
 # The newest send stream version used. v2 carries file data in larger commands: through a local
 # pipe, an 8.4 MB incremental took 92 ms instead of 112 ms, a 1 GB full stream 3.2 s instead of
 # 3.5 s (medians of 5 and 3). It needs btrfs-progs 5.18 on both ends and Linux 5.18 to send;

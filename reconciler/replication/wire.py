@@ -75,11 +75,6 @@ def encode_data(block: bytes) -> bytes:
     return b"".join((bytes((_TAG_DATA,)), varint(len(block)), block))
 
 
-def encode_data_parts(parts: Sequence[bytes], size: int) -> bytes:
-    """ReceiveRequest{data: b"".join(parts)} with one copy."""
-    return b"".join([bytes((_TAG_DATA,)), varint(size), *parts])
-
-
 _PyBytes_FromStringAndSize = ctypes.pythonapi.PyBytes_FromStringAndSize
 _PyBytes_FromStringAndSize.argtypes = [ctypes.c_char_p, ctypes.c_ssize_t]
 _PyBytes_FromStringAndSize.restype = ctypes.py_object
