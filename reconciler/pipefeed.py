@@ -65,6 +65,10 @@ def _load() -> Any:
 _vmsplice = _load()
 
 
+class _NoSplice(Exception):
+    """vmsplice refused the buffer before taking any of it."""
+
+
 class PipeFeeder:
     """Writes buffers to the pipe `fd` (blocking), by vmsplice where it can."""
 
@@ -81,9 +85,7 @@ class PipeFeeder:
             try:
                 self._vmsplice(data)
                 return
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EBADF):
-                    raise
+            except _NoSplice:
                 self._splice = False  # not a pipe, or no vmsplice here: copy from now on
         view = memoryview(data)
         while len(view):
@@ -92,7 +94,7 @@ class PipeFeeder:
     def _vmsplice(self, data: bytes | memoryview) -> None:
         pybuf = _PyBuffer()
         if ctypes.pythonapi.PyObject_GetBuffer(data, ctypes.byref(pybuf), 0) != 0:
-            raise OSError(errno.EINVAL, "no contiguous buffer")
+            raise _NoSplice
         try:
             base, size, done = pybuf.buf, pybuf.len, 0
             while done < size:
@@ -102,6 +104,8 @@ class PipeFeeder:
                     err = ctypes.get_errno()
                     if err == errno.EINTR:
                         continue
+                    if not done and err in (errno.EINVAL, errno.ENOSYS, errno.EBADF):
+                        raise _NoSplice  # nothing is in the pipe: write() may send all of it
                     if done:  # part of it is in the pipe: keep it, and report the failure
                         self._keep(data, done)
                     raise OSError(err, os.strerror(err))

@@ -15,10 +15,8 @@ import pytest
 from reconciler.pipefeed import F_GETPIPE_SZ, PipeFeeder
 
 
-def _drain(fd: int, out: list[bytes], *, size: int = 1 << 16, pause: threading.Event | None = None) -> None:
+def _drain(fd: int, out: list[bytes], *, size: int = 1 << 16) -> None:
     while True:
-        if pause is not None:
-            pause.wait()
         chunk = os.read(fd, size)
         if not chunk:
             return

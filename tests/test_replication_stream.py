@@ -37,10 +37,24 @@ def _payloads(frames: list[tuple[float, bytes]]) -> Iterator[bytes]:
         yield bytes(d.data)
 
 
-def _forward(writes: list[bytes | float], *, compression: bool) -> tuple[CollectLink, list[float], int]:
-    """Run forward_stream on a socket that a thread writes `writes` to (a float: pause that long),
-    as `btrfs send` does; returns the link, when each write was done, and the stream bytes counted."""
-    ours, theirs = socket.socketpair()
+class _CountingSocket(socket.socket):
+    reads = 0
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self.reads += 1
+        return super().recv(bufsize, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self.reads += 1
+        return super().recv_into(buffer, nbytes, flags)
+
+
+def _forward(writes: list[bytes | float], *, compression: bool) -> tuple[CollectLink, list[float], int, int]:
+    """Run forward_stream on the socket `btrfs send` would write to, which a thread writes
+    `writes` to (a float: pause that long); returns the link, when each write was done, the stream
+    bytes counted and how many reads forward_stream made."""
+    ours, theirs = btrfs_repl._output_socket()
+    counting = _CountingSocket(fileno=ours.detach())
     link = CollectLink()
     done: list[float] = []
 
@@ -56,17 +70,17 @@ def _forward(writes: list[bytes | float], *, compression: bool) -> tuple[Collect
     t = threading.Thread(target=writer)
     t.start()
     try:
-        n = forward_stream(ours, link, Meter(), compression=compression)
+        n = forward_stream(counting, link, Meter(), compression=compression)
     finally:
         t.join()
-        ours.close()
-    return link, done, n
+        counting.close()
+    return link, done, n, counting.reads
 
 
 @pytest.mark.parametrize("compression", [False, True])
 def test_a_pause_in_the_stream_sends_what_came_before_it(compression: bool) -> None:
     head, tail = b"btrfs-stream\0" + os.urandom(300), b"end command" * 10
-    link, done, n = _forward([head, 0.5, tail], compression=compression)
+    link, done, n, _reads = _forward([head, 0.5, tail], compression=compression)
     assert n == len(head) + len(tail)
     before = [(t, f) for t, f in link.frames if t < done[1]]
     assert before, "nothing left during the pause"
@@ -84,7 +98,7 @@ def test_a_pause_in_the_stream_sends_what_came_before_it(compression: bool) -> N
 def test_a_burst_travels_in_bounded_messages_and_arrives_whole(compression: bool) -> None:
     block = os.urandom(1 << 20)
     data = block * 10  # incompressible blocks: compression changes little in size
-    link, _done, n = _forward([data], compression=compression)
+    link, _done, n, _reads = _forward([data], compression=compression)
     assert n == len(data)
     sizes = [len(f) for _t, f in link.frames]
     assert max(sizes) <= MESSAGE_SIZE + (64 << 10)  # (zstd adds a little to incompressible data)
@@ -94,42 +108,16 @@ def test_a_burst_travels_in_bounded_messages_and_arrives_whole(compression: bool
     assert payload == data
 
 
-class _CountingSocket(socket.socket):
-    reads = 0
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        self.reads += 1
-        return super().recv(bufsize, flags)
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        self.reads += 1
-        return super().recv_into(buffer, nbytes, flags)
-
-
 def test_a_steady_stream_is_read_a_tick_at_a_time_not_a_piece_at_a_time() -> None:
     """`btrfs send` writes 64-144 KiB at a time; the reader lets pieces gather in the socket and
     takes several per read (it used to wake and read for every piece)."""
-    ours, theirs = btrfs_repl._output_socket()
-    counting = _CountingSocket(fileno=ours.detach())
     pieces = [os.urandom(4096) for _ in range(200)]
-
-    def writer() -> None:
-        with theirs:
-            for piece in pieces:
-                theirs.sendall(piece)
-                time.sleep(0.00025)  # 16 MB/s: a piece every quarter of a millisecond, or so
-
-    t = threading.Thread(target=writer)
-    t.start()
-    link = CollectLink()
-    try:
-        n = forward_stream(counting, link, Meter(), compression=False)
-    finally:
-        t.join()
-        counting.close()
+    # 16 MB/s: a piece every quarter of a millisecond, or so
+    writes: list[bytes | float] = [x for piece in pieces for x in (piece, 0.00025)]
+    link, _done, n, reads = _forward(writes, compression=False)
     assert n == len(pieces) * 4096
     assert b"".join(_payloads(link.frames)) == b"".join(pieces)
-    assert 0 < counting.reads <= len(pieces) // 2, f"{counting.reads} reads for {len(pieces)} pieces"
+    assert 0 < reads <= len(pieces) // 2, f"{reads} reads for {len(pieces)} pieces"
 
 
 def _fake_btrfs(directory: Path, says: str) -> Path:
