@@ -2,9 +2,9 @@
 without root or btrfs: a socket written by a thread stands in for `btrfs send`, and small scripts
 named `btrfs` on PATH for the program.
 
-What matters to the target: a pause in the stream sends what came before it (compressed or not;
-with compression zstd would otherwise keep up to a block of it), messages stay within their size,
-and the bytes that arrive are the stream's, in order.
+What matters to the target: a pause in the stream sends what came before it (compressed or not),
+messages stay within their size, each compressed message decodes on its own, and the bytes that
+arrive are the stream's, in order.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from reconciler.errors import FailedPrecondition
+from reconciler.errors import CorruptData, FailedPrecondition
 from reconciler.replication import btrfs as btrfs_repl
 from reconciler.replication import wire
 from reconciler.replication.btrfs import MESSAGE_SIZE, btrfs_program, forward_stream, start_btrfs
@@ -30,11 +30,17 @@ from reconciler.v1 import replication_pb2 as rpb
 from tests.replication_lab import CollectLink
 
 
-def _payloads(frames: list[tuple[float, bytes]]) -> Iterator[bytes]:
+def _payloads(frames: list[tuple[float, bytes]], *, compression: bool = False) -> Iterator[bytes]:
+    """The stream bytes of data messages; compressed, each message is decoded as the target does
+    it, on its own."""
     for _t, frame in frames:
         d = wire.decode(frame)
         assert d.kind == "data" and d.data is not None
-        yield bytes(d.data)
+        yield (
+            btrfs_repl._decompress(zstandard.ZstdDecompressor(), d.data, "v")
+            if compression
+            else bytes(d.data)
+        )
 
 
 class _CountingSocket(socket.socket):
@@ -84,14 +90,9 @@ def test_a_pause_in_the_stream_sends_what_came_before_it(compression: bool) -> N
     assert n == len(head) + len(tail)
     before = [(t, f) for t, f in link.frames if t < done[1]]
     assert before, "nothing left during the pause"
-    dctx = zstandard.ZstdDecompressor().decompressobj() if compression else None
-    got = b"".join(_payloads(before))
-    if dctx is not None:
-        got = dctx.decompress(got)
-    assert got == head  # all of it, decodable on its own, before the stream went on
+    assert b"".join(_payloads(before, compression=compression)) == head  # all of it, before the rest
     assert before[-1][0] - done[0] < 0.2  # within a few ms of the pause, not at the end
-    rest = b"".join(_payloads(link.frames[len(before) :]))
-    assert (dctx.decompress(rest) if dctx is not None else rest) == tail
+    assert b"".join(_payloads(link.frames[len(before) :], compression=compression)) == tail
 
 
 @pytest.mark.parametrize("compression", [False, True])
@@ -102,10 +103,30 @@ def test_a_burst_travels_in_bounded_messages_and_arrives_whole(compression: bool
     assert n == len(data)
     sizes = [len(f) for _t, f in link.frames]
     assert max(sizes) <= MESSAGE_SIZE + (64 << 10)  # (zstd adds a little to incompressible data)
-    payload = b"".join(_payloads(link.frames))
-    if compression:
-        payload = zstandard.ZstdDecompressor().decompressobj().decompress(payload)
-    assert payload == data
+    assert b"".join(_payloads(link.frames, compression=compression)) == data
+
+
+@pytest.mark.parametrize(
+    ("frame", "complaint"),
+    [
+        (b"not zstd at all", "not a zstd frame"),
+        (
+            zstandard.ZstdCompressor(write_content_size=False).compressobj().compress(b"x" * 100)
+            + zstandard.ZstdCompressor(write_content_size=False).compressobj().flush(),
+            "does not declare its size",
+        ),
+        (zstandard.ZstdCompressor().compress(bytes(MESSAGE_SIZE + 1)), f"over {MESSAGE_SIZE}"),
+        (zstandard.ZstdCompressor().compress(b"x" * 100) + b"trailing", "cannot decompress"),
+        (zstandard.ZstdCompressor().compress(os.urandom(1000))[:-5], "cannot decompress"),
+    ],
+    ids=["garbage", "no-size", "too-big", "trailing", "truncated"],
+)
+def test_a_compressed_message_that_is_not_one_bounded_zstd_frame_is_refused(
+    frame: bytes, complaint: str
+) -> None:
+    with pytest.raises(CorruptData, match=complaint) as caught:
+        btrfs_repl._decompress(zstandard.ZstdDecompressor(), memoryview(frame), "vm1")
+    assert "'vm1'" in str(caught.value)
 
 
 def test_a_steady_stream_is_read_a_tick_at_a_time_not_a_piece_at_a_time() -> None:
