@@ -392,3 +392,35 @@ def test_the_stream_carries_the_version_both_ends_read_and_a_send_started_on_ano
         assert ahead.proc.returncode == -signal.SIGKILL  # the send started ahead was stopped
     finally:
         backend.close()
+
+
+def test_zeroed_space_travels_as_lengths_and_arrives_as_zeros(
+    pair: tuple[Site, Site], tmp_path: Path
+) -> None:
+    """Uncompressed, the write commands full of zeros that `btrfs send` makes of zeroed space (a
+    third of fill_volume's image is written zeros) leave their zeros behind (wire.squeeze); the
+    target's `btrfs receive` gets them back, and the copy is the source's."""
+    src, dst = pair
+    src.snapshot("z-1", ["vm1"])
+    out = src.replicate("z-1", dst, compression=False)
+    assert dst.content("z-1", "vm1", tmp_path) == read_tree(src.pool / "vm1")
+    assert out.totals.wire_bytes < 0.8 * out.totals.sent_bytes, out.totals
+    assert dst.verify() == []
+
+
+def test_a_sparse_block_in_a_compressed_stream_is_refused(pair: tuple[Site, Site], pki: LabPKI) -> None:
+    src, dst = pair
+    (snap,) = src.snapshot("sp-1", ["vm2"])
+    uuid = subvol_info(_snapshot_dir(src, "sp-1", "vm2")).uuid
+
+    def requests() -> Iterator[rpb.ReceiveRequest]:
+        yield _begin(snap)
+        yield rpb.ReceiveRequest(volume=rpb.VolumeBegin(volume="vm2", source_uuid=uuid, compressed=True))
+        yield rpb.ReceiveRequest(sparse=rpb.SparseData(data=b"x", runs=[1, 4096]))
+
+    with _channel_as_src(dst, pki) as channel, pytest.raises(grpc.RpcError) as caught:
+        list(rpb_grpc.ReplicationStub(channel).Receive(requests(), timeout=60))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value
+    assert "'vm2': a sparse block in a compressed stream" in str(caught.value.details())
+    wait_for(lambda: not _receive_processes(dst) and not _receiving(dst), what="the receive gone")
+    assert dst.sets() == {}

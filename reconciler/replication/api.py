@@ -15,7 +15,8 @@ from ..domain import SnapshotInfo
 from ..v1 import replication_pb2 as rpb
 from .progress import TransferStats
 
-REPLICATION_PROTOCOL = 1
+# 2: a compressed btrfs data message is a zstd frame of its own; btrfs blocks may go sparse
+REPLICATION_PROTOCOL = 2
 
 # Labels a received snapshot carries: where the data was first snapshotted.
 LABEL_ORIGIN_POOL = "origin_pool"

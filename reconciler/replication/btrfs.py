@@ -31,6 +31,7 @@ import sys
 import termios
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -50,13 +51,15 @@ from ..pipefeed import PipeFeeder
 from ..v1 import replication_pb2 as rpb
 from .link import Link
 from .progress import Meter
-from .wire import data_message_from, encode_data
+from .wire import SPARSE_MAX, data_message_from, encode_data, squeeze
 
 log = logging.getLogger(__name__)
 
 PIPE_SIZE = 1 << 20  # what /proc/sys/fs/pipe-max-size allows by default
 SEND_BUFFER = 8 << 20  # what `btrfs send` may write ahead of the reader
 MESSAGE_SIZE = 4 << 20
+assert MESSAGE_SIZE <= SPARSE_MAX  # every message may go sparse
+ZERO_BUFFER = bytes(256 << 10)  # what the target gives `btrfs receive` for a run of zeros, a piece at a time
 STDERR_MAX = 64 << 10  # what an error message quotes of a btrfs process's stderr, at most
 # seconds the first byte of a message waits for more, at most: `btrfs receive` gets the stream in
 # bites of at most this much of it, and has at most that to work through after its end (with 10 ms
@@ -380,6 +383,7 @@ def forward_stream(out: socket.socket, link: Link, meter: Meter, *, compression:
     paused (walking the trees for an incremental stream, or done and exiting, which takes it
     milliseconds), and what it produced goes out, so the target's `btrfs receive` works while the
     rest is produced. The end of the stream ends a tick at once. The first message leaves at once.
+    Uncompressed, a message that is an eighth or more runs of zeros leaves them out (wire.squeeze).
     Compressed, each message is a zstd frame of its own (with its content size): one-shot
     compression and decompression take about half the CPU of one zstd stream flushed block by
     block, whose decoder grows its output as it goes."""
@@ -395,7 +399,7 @@ def forward_stream(out: socket.socket, link: Link, meter: Meter, *, compression:
     def send(size: int) -> None:
         nonlocal stream_bytes
         if cctx is None:
-            link.send_raw(data_message_from(out, size))
+            link.send_raw(squeeze(data_message_from(out, size), size))
         else:
             block = out.recv(size, socket.MSG_WAITALL)
             link.send_raw(encode_data(cctx.compress(block)))
@@ -518,6 +522,26 @@ class BtrfsSink:
         cur = self._current()
         if cur.dctx is not None:
             block = _decompress(cur.dctx, block, cur.volume)
+        self._feed(cur, block)
+
+    def sparse(self, data: memoryview, runs: Sequence[int]) -> None:
+        """A block with its runs of zeros left out (wire.squeeze; decode checked its layout): the
+        data and zeros go to `btrfs receive` in turn, the zeros spliced from ZERO_BUFFER."""
+        cur = self._current()
+        if cur.dctx is not None:
+            raise InvalidArgument(f"btrfs stream of {cur.volume!r}: a sparse block in a compressed stream")
+        zeros = memoryview(ZERO_BUFFER)
+        pos = 0
+        for i in range(0, len(runs), 2):
+            literal, run = runs[i], runs[i + 1]
+            self._feed(cur, data[pos : pos + literal])
+            pos += literal
+            while run:
+                n = min(run, len(zeros))
+                self._feed(cur, zeros[:n])
+                run -= n
+
+    def _feed(self, cur: _Receiving, block: bytes | memoryview) -> None:
         if not block:
             return
         assert cur.proc.stdin is not None

@@ -215,6 +215,10 @@ class ReceiveSession:
                 if kind == "chunks":
                     yield from self._chunkstore().chunks(d.chunks)
                     continue
+                if kind == "sparse":
+                    assert d.data is not None
+                    self._btrfs().sparse(d.data, d.runs)
+                    continue
                 req = d.msg
                 assert req is not None
                 if kind == "begin":

@@ -208,6 +208,14 @@ class ChunkBatch(_message.Message):
     chunks: _containers.RepeatedCompositeFieldContainer[Chunk]
     def __init__(self, chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ...) -> None: ...
 
+class SparseData(_message.Message):
+    __slots__ = ("data", "runs")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    runs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, data: _Optional[bytes] = ..., runs: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class VolumeEnd(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -217,7 +225,7 @@ class ReceiveCommit(_message.Message):
     def __init__(self) -> None: ...
 
 class ReceiveRequest(_message.Message):
-    __slots__ = ("begin", "volume", "manifest", "chunks", "data", "volume_end", "commit")
+    __slots__ = ("begin", "volume", "manifest", "chunks", "data", "volume_end", "commit", "sparse")
     BEGIN_FIELD_NUMBER: _ClassVar[int]
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +233,7 @@ class ReceiveRequest(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     VOLUME_END_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FIELD_NUMBER: _ClassVar[int]
     begin: ReceiveBegin
     volume: VolumeBegin
     manifest: bytes
@@ -232,7 +241,8 @@ class ReceiveRequest(_message.Message):
     data: bytes
     volume_end: VolumeEnd
     commit: ReceiveCommit
-    def __init__(self, begin: _Optional[_Union[ReceiveBegin, _Mapping]] = ..., volume: _Optional[_Union[VolumeBegin, _Mapping]] = ..., manifest: _Optional[bytes] = ..., chunks: _Optional[_Union[ChunkBatch, _Mapping]] = ..., data: _Optional[bytes] = ..., volume_end: _Optional[_Union[VolumeEnd, _Mapping]] = ..., commit: _Optional[_Union[ReceiveCommit, _Mapping]] = ...) -> None: ...
+    sparse: SparseData
+    def __init__(self, begin: _Optional[_Union[ReceiveBegin, _Mapping]] = ..., volume: _Optional[_Union[VolumeBegin, _Mapping]] = ..., manifest: _Optional[bytes] = ..., chunks: _Optional[_Union[ChunkBatch, _Mapping]] = ..., data: _Optional[bytes] = ..., volume_end: _Optional[_Union[VolumeEnd, _Mapping]] = ..., commit: _Optional[_Union[ReceiveCommit, _Mapping]] = ..., sparse: _Optional[_Union[SparseData, _Mapping]] = ...) -> None: ...
 
 class Holding(_message.Message):
     __slots__ = ("set_id", "volume", "created", "identity")
