@@ -195,7 +195,7 @@ def plan_restore(
         what = f"resource {req.name}"
 
     if req.level == "files":
-        return _plan_files(config, s, req, members, warnings)
+        return _plan_files(config, s, req, members, warnings, existing)
 
     settings = {}
     if req.with_settings:
@@ -230,9 +230,7 @@ def plan_restore(
         if not valid_volume_name(st.target):
             raise InvalidArgument(f"new name {new_name!r} gives an invalid volume name {st.target!r}")
     _check_new_copies(config, steps)
-    clash = sorted(f"{r.node}/{r.pool}/{r.volume}" for r in existing)
-    if clash:
-        raise FailedPrecondition(f"{', '.join(clash)} already exist(s); choose another name with --as")
+    _refuse_existing(existing)
     verb = "clone" if req.mode == "clone" else "restore"
     summary = (
         f"{verb} {what} from set {s.key} as {new_name!r}{f' in pool {req.pool}' if req.pool else ''} "
@@ -299,8 +297,21 @@ def _check_new_copies(config: Config, steps: Sequence[RestoreStep]) -> None:
             )
 
 
+def _refuse_existing(existing: Collection[VolumeRef]) -> None:
+    """A new copy never writes into a volume that is there already (a name asked for with --as is
+    never changed either: the daemon numbers only its default names)."""
+    clash = sorted(f"{r.node}/{r.pool}/{r.volume}" for r in existing)
+    if clash:
+        raise FailedPrecondition(f"{', '.join(clash)} already exist(s); choose another name with --as")
+
+
 def _plan_files(
-    config: Config, s: SnapshotSet, req: RestoreRequest, members: list[ObservedMember], warnings: list[str]
+    config: Config,
+    s: SnapshotSet,
+    req: RestoreRequest,
+    members: list[ObservedMember],
+    warnings: list[str],
+    existing: Collection[VolumeRef],
 ) -> RestorePlan:
     if not req.paths:
         raise InvalidArgument("name the paths to restore")
@@ -334,6 +345,7 @@ def _plan_files(
         raise InvalidArgument(f"{target!r} is not a valid volume name")
     step = RestoreStep(m, target, pool=req.pool)
     _check_new_copies(config, [step])
+    _refuse_existing(existing)
     return RestorePlan(
         req,
         f"restore {len(req.paths)} path(s) of {m.snapshot.volume} from set {s.set_id} into "

@@ -267,6 +267,14 @@ def test_single_files_list_and_restore(env: tuple[DaemonProcess, Path]) -> None:
     assert (pool / "shares/files/a.txt").read_text() == "a-v2"  # other files untouched
     out = restore(d, "files", "files", "a.txt", "--set", set_id, "--as", "shares/rescued")
     assert (pool / "shares/rescued/a.txt").read_text() == "a-v1"
+    # the volume asked for is there now: refused when planned (a dry run too), nothing written
+    (pool / "shares/rescued/a.txt").write_text("edited")
+    again = ("restore", "files", "files", "a.txt", "--set", set_id, "--as", "shares/rescued")
+    for extra in ((), ("--dry-run",)):
+        r = cli(d.state_dir, *again, *extra)
+        assert r.returncode == 5, (r.stdout, r.stderr)
+        assert "local/main/shares/rescued already exist" in r.stderr and "--as" in r.stderr
+    assert (pool / "shares/rescued/a.txt").read_text() == "edited"
     r = cli(d.state_dir, "restore", "files", "files", "../../etc/passwd", "--set", set_id, "--as", "x")
     assert r.returncode == 2 and "stay inside" in r.stderr
 
