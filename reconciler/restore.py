@@ -100,6 +100,19 @@ def renamed_volume(volume: str, old: str, new: str) -> str:
     return "/".join([*parts[:-1], f"{parts[-1]}_{new}"])
 
 
+def _new_volume(m: ObservedMember, req: RestoreRequest, new_name: str) -> str:
+    """Where a resource or tenant restored to a new copy writes this member. A tenant whose
+    volumes do not name it (vms/web/disk0, not tenants/acme/...) renames each resource instead:
+    vms/web/disk0 and vms/web/disk1 become vms/web_NEW/disk0 and vms/web_NEW/disk1, the VM's
+    disks staying together, rather than vms/web/disk0_NEW beside the live ones."""
+    volume = m.snapshot.volume
+    resource = m.snapshot.labels.get(LABEL_RESOURCE, "")
+    parts = volume.split("/")
+    if req.level == "tenant" and req.name not in parts and resource in parts:
+        return renamed_volume(volume, resource, f"{resource}_{new_name}")
+    return renamed_volume(volume, req.name, new_name)
+
+
 def members_of_resource(s: SnapshotSet, resource: str) -> list[ObservedMember]:
     return [m for m in s.members if m.snapshot.labels.get(LABEL_RESOURCE) == resource]
 
@@ -223,9 +236,7 @@ def plan_restore(
     new_name = req.new_name or f"{req.name}{default_suffix}"
     if new_name == req.name:
         raise InvalidArgument(f"the new name must differ from {req.name!r}")
-    steps = tuple(
-        RestoreStep(m, renamed_volume(m.snapshot.volume, req.name, new_name), pool=req.pool) for m in members
-    )
+    steps = tuple(RestoreStep(m, _new_volume(m, req, new_name), pool=req.pool) for m in members)
     for st in steps:
         if not valid_volume_name(st.target):
             raise InvalidArgument(f"new name {new_name!r} gives an invalid volume name {st.target!r}")

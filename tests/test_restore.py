@@ -133,12 +133,14 @@ def test_tenant_restore_as_new_tenant_and_clone(env: tuple[DaemonProcess, Path])
     set_id = snap(d, "system:full")
     out = restore(d, "tenant", "acme", "--set", set_id, "--as", "acme2")
     vols = out["result"]["volumes"]  # type: ignore[index]
+    # the volumes do not name the tenant: each resource is renamed, a VM's disks stay together
     assert sorted(vols) == [
         "local/main/shares/files_acme2",
-        "local/main/vms/web/disk0_acme2",
-        "local/main/vms/web/disk1_acme2",
+        "local/main/vms/web_acme2/disk0",
+        "local/main/vms/web_acme2/disk1",
     ]
     assert (pool / "shares/files_acme2/dir/b.txt").read_text() == "b-v1"
+    assert (pool / "vms/web_acme2/disk1/disk.img").read_text() == "disk1-v1" * 1000
     assert not (pool / "shares/other_acme2").exists()  # beta's resource is not part of it
     out = cli_json(d.state_dir, "clone", "resource", "files", "--set", set_id)
     assert out["result"]["ok"]
