@@ -323,8 +323,9 @@ def test_a_block_with_few_zeros_travels_as_it_is() -> None:
         (rpb.SparseData(data=b"abc", runs=[2, 4096]), "say 2 bytes of data, it has 3"),
         (rpb.SparseData(data=b"abc", runs=[3, 1 << 40]), f"more than {wire.SPARSE_MAX} bytes"),
         (rpb.SparseData(data=b"", runs=[0, wire.SPARSE_MAX, 0, 1]), f"more than {wire.SPARSE_MAX} bytes"),
+        (rpb.SparseData(data=b"", runs=[0, 0] * 1026), "more than 2050 runs"),
     ],
-    ids=["odd", "short", "huge", "just-over"],
+    ids=["odd", "short", "huge", "just-over", "too-many"],
 )
 def test_a_sparse_block_that_does_not_add_up_is_refused(sparse: rpb.SparseData, complaint: str) -> None:
     with pytest.raises(InvalidArgument, match=complaint):

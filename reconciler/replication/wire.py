@@ -288,7 +288,14 @@ class Decoded:
     runs: tuple[int, ...] = ()  # sparse: lengths of data and zeros, alternating
 
 
+# a block's pairs: each run of zeros is at least ZERO_RUN long, and a last pair may have none
+_MAX_RUNS = 2 * (SPARSE_MAX // ZERO_RUN + 1)
+_TOO_MANY_RUNS = f"malformed sparse block: more than {_MAX_RUNS} runs"
+
+
 def _sparse(data: memoryview, runs: Sequence[int]) -> Decoded:
+    if len(runs) > _MAX_RUNS:
+        raise InvalidArgument(_TOO_MANY_RUNS)
     if len(runs) % 2:
         raise InvalidArgument("malformed sparse block: its runs do not pair up (data, zeros)")
     literal = sum(runs[0::2])
@@ -310,6 +317,8 @@ def _sparse_fields(buf: memoryview) -> Decoded:
         elif field == _S_RUNS and isinstance(value, memoryview):  # packed, as protobuf writes it
             pos = 0
             while pos < len(value):
+                if len(runs) >= _MAX_RUNS:  # before parsing a hostile list of millions
+                    raise InvalidArgument(_TOO_MANY_RUNS)
                 n, pos = _read_varint(value, pos, len(value))
                 runs.append(n)
         elif field == _S_RUNS and isinstance(value, int) and wt == _WT_VARINT:
