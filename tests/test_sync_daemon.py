@@ -766,6 +766,24 @@ def test_site_names_keep_mirrored_sites_apart_where_node_names_repeat(
             assert r.returncode == 0, r.stdout + r.stderr
             # the new copy is made in the pool the copy is in
             assert read_tree(west.more_pools["offsite"] / "vms/vm1east") == read_tree(east.pool / "vms/vm1")
+            # or, with --pool, in another pool of the node: beside west's own vm1, which stays as it was
+            own_vm1 = read_tree(west.pool / "vms/vm1")
+            r = cli(
+                bstate,
+                "restore",
+                "resource",
+                "vm1",
+                "--set",
+                f"{sid}@east",
+                "--as",
+                "vm1e2",
+                "--pool",
+                "main",
+            )
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert read_tree(west.pool / "vms/vm1e2") == read_tree(east.pool / "vms/vm1")
+            assert read_tree(west.pool / "vms/vm1") == own_vm1 != read_tree(east.pool / "vms/vm1")
+            assert not (west.more_pools["offsite"] / "vms/vm1e2").exists()
 
             # east, looking at the target, counts its copy and nothing of west's
             view = da.sync.observe_targets(clock.now)["dr"]
