@@ -240,8 +240,7 @@ def plan_restore(
     for st in steps:
         if not valid_volume_name(st.target):
             raise InvalidArgument(f"new name {new_name!r} gives an invalid volume name {st.target!r}")
-    _check_new_copies(config, steps)
-    _refuse_existing(existing)
+    _check_new_copies(config, steps, existing)
     verb = "clone" if req.mode == "clone" else "restore"
     summary = (
         f"{verb} {what} from set {s.key} as {new_name!r}{f' in pool {req.pool}' if req.pool else ''} "
@@ -294,8 +293,10 @@ def _plan_system(
     return RestorePlan(req, summary, steps, safety, tuple(warnings))
 
 
-def _check_new_copies(config: Config, steps: Sequence[RestoreStep]) -> None:
-    """A new copy goes to a pool of its node, and never onto the volume it is restored from."""
+def _check_new_copies(config: Config, steps: Sequence[RestoreStep], existing: Collection[VolumeRef]) -> None:
+    """A new copy goes to a pool of its node, never onto the volume it is restored from, and never
+    into a volume that is there already (`existing`; a name asked for with --as is never changed
+    either: the daemon numbers only its default names)."""
     for st in steps:
         node = config.nodes.get(st.ref.node)
         if st.pool and (node is None or st.pool not in node.pools):
@@ -306,11 +307,6 @@ def _check_new_copies(config: Config, steps: Sequence[RestoreStep]) -> None:
                 f"the new volume must differ from {st.ref.volume!r}, which the set is restored from "
                 "(to replace its content, restore with --over-source --yes)"
             )
-
-
-def _refuse_existing(existing: Collection[VolumeRef]) -> None:
-    """A new copy never writes into a volume that is there already (a name asked for with --as is
-    never changed either: the daemon numbers only its default names)."""
     clash = sorted(f"{r.node}/{r.pool}/{r.volume}" for r in existing)
     if clash:
         raise FailedPrecondition(f"{', '.join(clash)} already exist(s); choose another name with --as")
@@ -355,8 +351,7 @@ def _plan_files(
     if not valid_volume_name(target):
         raise InvalidArgument(f"{target!r} is not a valid volume name")
     step = RestoreStep(m, target, pool=req.pool)
-    _check_new_copies(config, [step])
-    _refuse_existing(existing)
+    _check_new_copies(config, [step], existing)
     return RestorePlan(
         req,
         f"restore {len(req.paths)} path(s) of {m.snapshot.volume} from set {s.set_id} into "
