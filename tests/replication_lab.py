@@ -29,6 +29,17 @@ from reconciler.v1 import replication_pb2 as rpb
 from tests.helpers import AgentProcess, write
 
 
+def unsqueeze(d: wire.Decoded) -> bytes:
+    """A sparse block (wire.squeeze) as the target puts it back together."""
+    assert d.kind == "sparse" and d.data is not None
+    out, pos = bytearray(), 0
+    for literal, zeros in zip(d.runs[0::2], d.runs[1::2], strict=True):
+        out += d.data[pos : pos + literal]
+        out += bytes(zeros)
+        pos += literal
+    return bytes(out)
+
+
 class CollectLink:
     """A Link (replication/link.py) that keeps what a sender sends, with when, and answers nothing."""
 
@@ -45,12 +56,14 @@ class CollectLink:
         raise AssertionError("a collecting link has no answers")
 
     def data(self) -> bytes:
-        """The data messages' payloads, joined."""
+        """The data messages' payloads, joined (sparse ones with their zeros put back)."""
         out = []
         for _t, frame in self.frames:
             d = wire.decode(frame)
             if d.kind == "data" and d.data is not None:
                 out.append(bytes(d.data))
+            elif d.kind == "sparse":
+                out.append(unsqueeze(d))
         return b"".join(out)
 
 

@@ -28,18 +28,7 @@ from reconciler.replication import wire
 from reconciler.replication.btrfs import MESSAGE_SIZE, btrfs_program, forward_stream, start_btrfs
 from reconciler.replication.progress import Meter
 from reconciler.v1 import replication_pb2 as rpb
-from tests.replication_lab import CollectLink
-
-
-def _unsqueeze(d: wire.Decoded) -> bytes:
-    """A sparse block as the target puts it back together."""
-    assert d.kind == "sparse" and d.data is not None
-    out, pos = bytearray(), 0
-    for literal, zeros in zip(d.runs[0::2], d.runs[1::2], strict=True):
-        out += d.data[pos : pos + literal]
-        out += bytes(zeros)
-        pos += literal
-    return bytes(out)
+from tests.replication_lab import CollectLink, unsqueeze
 
 
 def _payloads(frames: list[tuple[float, bytes]], *, compression: bool = False) -> Iterator[bytes]:
@@ -48,7 +37,7 @@ def _payloads(frames: list[tuple[float, bytes]], *, compression: bool = False) -
     for _t, frame in frames:
         d = wire.decode(frame)
         if d.kind == "sparse":
-            yield _unsqueeze(d)
+            yield unsqueeze(d)
             continue
         assert d.kind == "data" and d.data is not None
         if compression:
@@ -300,7 +289,7 @@ def test_a_block_with_runs_of_zeros_travels_without_them_and_comes_back_whole() 
     assert d.kind == "sparse" and d.data is not None
     assert bytes(d.data) == block[:3000] + b"hdr" + block[-14000:-5000]
     assert d.runs == (3000, 70_000, 3, 128 << 10, 9000, 5000)
-    assert _unsqueeze(d) == block
+    assert unsqueeze(d) == block
     # exactly the protobuf encoding: any client built from replication.proto reads and writes it
     assert (
         msg == rpb.ReceiveRequest(sparse=rpb.SparseData(data=bytes(d.data), runs=d.runs)).SerializeToString()
