@@ -8,6 +8,7 @@ store layout. An interrupted receive leaves nothing that looks like a snapshot.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import threading
@@ -424,3 +425,76 @@ def test_a_sparse_block_in_a_compressed_stream_is_refused(pair: tuple[Site, Site
     assert "'vm2': a sparse block in a compressed stream" in str(caught.value.details())
     wait_for(lambda: not _receive_processes(dst) and not _receiving(dst), what="the receive gone")
     assert dst.sets() == {}
+
+
+def _stream_size(snapshot: Path, parent: Path | None = None) -> int:
+    version = btrfs_repl.send_stream_version()
+    cmd = ["btrfs", "send", "-q", "--proto", str(version)] if version > 1 else ["btrfs", "send", "-q"]
+    if parent is not None:
+        cmd += ["-p", str(parent)]
+    out = subprocess.run([*cmd, str(snapshot)], check=True, capture_output=True)
+    return len(out.stdout)
+
+
+def _data_bytes(snapshot: Path, since: int = 0) -> int:
+    fd = os.open(snapshot, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return ioc.file_data_bytes(fd, since=since)
+    finally:
+        os.close(fd)
+
+
+def test_the_estimate_of_a_stream_is_the_file_data_it_carries_full_and_incremental(btrfs_dir: Path) -> None:
+    """What the ETA counts on (StreamEstimate): the file data of the snapshot, or of what changed
+    since the parent, read from the metadata; `btrfs send` streams that plus a little metadata."""
+    rng = random.Random(5)
+    vol = btrfs_dir / "vol"
+    _subvolume(vol)
+    (vol / "random.bin").write_bytes(rng.randbytes(3 << 20))
+    with open(vol / "sparse.img", "wb") as fh:  # 1 MiB of data in a 16 MiB file
+        fh.seek(8 << 20)
+        fh.write(rng.randbytes(1 << 20))
+        fh.truncate(16 << 20)
+    (vol / "tail.bin").write_bytes(rng.randbytes(10_000))  # its last block counts to the end
+    (vol / "small.txt").write_bytes(b"x" * 100)  # inline, in the metadata
+    with open(vol / "prealloc.img", "wb") as fh:  # allocated, never written: nothing to send
+        os.posix_fallocate(fh.fileno(), 0, 4 << 20)
+    s1, s2 = btrfs_dir / "s1", btrfs_dir / "s2"
+    subprocess.run(
+        ["btrfs", "subvolume", "snapshot", "-r", str(vol), str(s1)], check=True, capture_output=True
+    )
+    full = _data_bytes(s1)
+    assert full == (3 << 20) + (1 << 20) + 10_000 + 100
+    assert full <= _stream_size(s1) <= full + (64 << 10)
+
+    with open(vol / "random.bin", "r+b") as fh:  # 1 MiB rewritten in place, 512 KiB new
+        fh.seek(1 << 20)
+        fh.write(rng.randbytes(1 << 20))
+    (vol / "new.bin").write_bytes(rng.randbytes(512 << 10))
+    subprocess.run(
+        ["btrfs", "subvolume", "snapshot", "-r", str(vol), str(s2)], check=True, capture_output=True
+    )
+    changed = _data_bytes(s2, since=subvol_info(s1).generation)
+    assert changed == (1 << 20) + (512 << 10)
+    assert changed <= _stream_size(s2, s1) <= changed + (64 << 10)
+
+
+def test_a_transfer_reports_its_total_and_eta_while_it_runs_and_its_cost_at_the_end(
+    pair: tuple[Site, Site],
+) -> None:
+    src, dst = pair
+    src.snapshot("eta-1", ["vm1", "vm2"])
+    progress: list[TransferStats] = []
+    # throttled to last about 2 s: the meter reports every 0.5 s
+    out = src.replicate("eta-1", dst, compression=False, throttle_bps=6 << 20, progress=progress)
+    final = out.totals
+    # both volumes' estimates are in within milliseconds; a quarter of the way in, the total has
+    # also learnt how much less than the stream the wire carries (a third of fill_volume is zeros)
+    sending = [p for p in progress if p.phase == "send" and p.sent_bytes >= final.sent_bytes // 4]
+    assert len(sending) >= 2, progress
+    for p in sending:
+        assert 0.9 * final.wire_bytes <= p.total_bytes <= 1.1 * final.wire_bytes, (p, final)
+        assert p.eta_seconds >= 0, p
+    assert any(p.eta_seconds > 0.1 for p in sending), sending
+    # at the end: what the data messages cost (the wire also carries begin, end and commit)
+    assert 0.97 * final.wire_bytes <= final.total_bytes <= final.wire_bytes, final

@@ -58,7 +58,13 @@ class _CountingSocket(socket.socket):
         return super().recv_into(buffer, nbytes, flags)
 
 
-def _forward(writes: list[bytes | float], *, compression: bool) -> tuple[CollectLink, list[float], int, int]:
+def _forward(
+    writes: list[bytes | float],
+    *,
+    compression: bool,
+    meter: Meter | None = None,
+    estimate: btrfs_repl.StreamEstimate | None = None,
+) -> tuple[CollectLink, list[float], int, int]:
     """Run forward_stream on the socket `btrfs send` would write to, which a thread writes
     `writes` to (a float: pause that long); returns the link, when each write was done, the stream
     bytes counted and how many reads forward_stream made."""
@@ -79,7 +85,7 @@ def _forward(writes: list[bytes | float], *, compression: bool) -> tuple[Collect
     t = threading.Thread(target=writer)
     t.start()
     try:
-        n = forward_stream(counting, link, Meter(), compression=compression)
+        n = forward_stream(counting, link, meter or Meter(), compression=compression, estimate=estimate)
     finally:
         t.join()
         counting.close()
@@ -330,3 +336,58 @@ def test_a_stream_with_zeroed_regions_is_forwarded_sparse_and_arrives_whole() ->
     assert any(wire.decode(f).kind == "sparse" for _t, f in link.frames)
     wire_bytes = sum(len(f) for _t, f in link.frames)
     assert wire_bytes < len(stream) * 0.4, (wire_bytes, len(stream))  # two thirds were zeros
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_stream_estimate_becomes_wire_bytes_at_the_ratio_seen_and_exact_at_the_end() -> None:
+    clock = _Clock()
+    meter = Meter(clock=clock)
+    one, two = btrfs_repl.StreamEstimate(), btrfs_repl.StreamEstimate()
+    assert meter.stats.total_bytes == 0 and meter.stats.eta_seconds == -1  # nothing known yet
+    one.known(meter, 100_000_000)
+    assert meter.stats.total_bytes == 100_000_000  # before anything went: one wire byte per byte
+    # 40 MB of the stream went out as 20 MB (zero runs or compression): the other 60 MB will too
+    clock.now += 2
+    meter.add(sent=40_000_000, wire=20_000_000)
+    one.progress(meter, stream=40_000_000, wire=20_000_000)
+    stats = meter.stats
+    assert stats.total_bytes == 50_000_000
+    assert stats.rate_bps == 10_000_000 and stats.eta_seconds == pytest.approx(3.0)
+    two.known(meter, 8_000_000)  # the next volume's, worked out meanwhile
+    assert meter.stats.total_bytes == 58_000_000
+    # the stream turns out longer than estimated: nothing more is expected of it than it sent
+    one.progress(meter, stream=120_000_000, wire=61_000_000)
+    assert meter.stats.total_bytes == 61_000_000 + 8_000_000
+    one.close(meter, wire=62_000_000)  # and at its end, what it cost
+    assert meter.stats.total_bytes == 62_000_000 + 8_000_000
+    one.progress(meter, stream=130_000_000, wire=70_000_000)  # (closed: no more changes)
+    one.known(meter, 1)
+    assert meter.stats.total_bytes == 70_000_000
+
+
+def test_an_estimate_that_comes_after_its_stream_ended_adds_nothing() -> None:
+    meter = Meter()
+    late = btrfs_repl.StreamEstimate()
+    late.close(meter, wire=5_000)
+    late.known(meter, 4_000)
+    assert meter.stats.total_bytes == 0 and late.closed
+
+
+@pytest.mark.parametrize("compression", [False, True])
+def test_forward_stream_leaves_the_total_at_the_wire_bytes_its_data_cost(compression: bool) -> None:
+    rng = random.Random(7)
+    data = rng.randbytes(3 << 20) + bytes(2 << 20) + b"text " * 200_000
+    meter = Meter()
+    estimate = btrfs_repl.StreamEstimate()
+    estimate.known(meter, len(data) // 2)  # a poor estimate: the end puts it right
+    link, _done, n, _reads = _forward([data], compression=compression, meter=meter, estimate=estimate)
+    assert n == len(data)
+    frames = sum(len(f) for _t, f in link.frames)
+    assert meter.stats.total_bytes == frames < len(data)

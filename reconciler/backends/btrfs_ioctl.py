@@ -17,7 +17,7 @@ import ctypes
 import errno
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 # --- ioctl numbers (asm-generic _IOC encoding: dir << 30 | size << 16 | type << 8 | nr) --------
@@ -40,6 +40,8 @@ FS_TREE_OBJECTID = 5  # the top-level subvolume
 ROOT_TREE_OBJECTID = 1
 QUOTA_TREE_OBJECTID = 8
 
+INODE_ITEM_KEY = 1
+EXTENT_DATA_KEY = 108
 ROOT_REF_KEY = 156
 QGROUP_STATUS_KEY = 240
 QGROUP_INFO_KEY = 242
@@ -132,6 +134,13 @@ _SEARCH_HEADER = struct.Struct("<QQQII")  # transid, objectid, offset, type, len
 _ROOT_REF = struct.Struct("<QQH")  # dirid, sequence, name_len (packed, name follows)
 _QGROUP_INFO = struct.Struct("<QQQQQ")  # generation, rfer, rfer_cmpr, excl, excl_cmpr
 _QGROUP_STATUS = struct.Struct("<QQQ")  # version, generation, flags
+# struct btrfs_file_extent_item (packed): generation, ram_bytes, compression, encryption,
+# other_encoding, type; then, unless the extent is inline: disk_bytenr, disk_num_bytes, offset, num_bytes
+_FILE_EXTENT = struct.Struct("<QQBBHB")
+_FILE_EXTENT_REG = struct.Struct("<QQQQ")
+_INODE_SIZE = struct.Struct("<16xQ")  # struct btrfs_inode_item: generation, transid, size, ...
+FILE_EXTENT_INLINE = 0
+FILE_EXTENT_REG = 1
 
 
 def _encode_name(name: str, limit: int) -> bytes:
@@ -219,8 +228,13 @@ def tree_search(
     tree_id: int,
     min_key: tuple[int, int, int],
     max_key: tuple[int, int, int],
+    *,
+    min_transid: int = 0,
 ) -> Iterator[SearchItem]:
-    """Items of btrfs tree `tree_id` with keys (objectid, type, offset) in [min_key, max_key].
+    """Items of btrfs tree `tree_id` with keys (objectid, type, offset) in [min_key, max_key]
+    (tree 0: the subvolume `fd` is in). `min_transid`: only from tree blocks written in that
+    transaction or later (the items of such a block are all returned, old ones included; the
+    other blocks are not even read).
 
     BTRFS_IOC_TREE_SEARCH (v1) returns up to a buffer of items per call; we resume after the
     last key returned, the same way btrfs-progs does. Needs CAP_SYS_ADMIN."""
@@ -229,7 +243,7 @@ def tree_search(
     sk.tree_id = tree_id
     sk.min_objectid, sk.min_type, sk.min_offset = min_key
     sk.max_objectid, sk.max_type, sk.max_offset = max_key
-    sk.min_transid = 0
+    sk.min_transid = min_transid
     sk.max_transid = _U64_MAX
     while True:
         sk.nr_items = 4096
@@ -259,6 +273,46 @@ def tree_search(
         if (objectid, typ, offset) > max_key:
             return
         sk.min_objectid, sk.min_type, sk.min_offset = objectid, typ, offset
+
+
+def file_data_bytes(fd: int, *, since: int = 0, stop: Callable[[], bool] = lambda: False) -> int:
+    """The file data of the subvolume `fd` is in, in bytes, that was written after transaction
+    `since` (0: all of it): the sum of its file extents' lengths, holes and preallocated space
+    left out, the last block of a file counted up to the file's end; a compressed extent counts
+    by what it holds. That is about what `btrfs send` streams (with `-p` of a snapshot taken in
+    transaction `since`); it streams less where it can clone shared extents. Only tree blocks
+    written after `since` are read. `stop()`, asked before each item, gives up (returning what
+    was counted so far)."""
+    total = 0
+    inode, size = 0, _U64_MAX  # the file whose inode item came last, and its size
+    for item in tree_search(
+        fd,
+        0,
+        (FIRST_FREE_OBJECTID, INODE_ITEM_KEY, 0),
+        (_U64_MAX, EXTENT_DATA_KEY, _U64_MAX),
+        min_transid=since + 1,
+    ):
+        if stop():
+            break
+        if item.type == INODE_ITEM_KEY and len(item.data) >= _INODE_SIZE.size:
+            inode, (size,) = item.objectid, _INODE_SIZE.unpack_from(item.data)
+            continue
+        if item.type != EXTENT_DATA_KEY or len(item.data) < _FILE_EXTENT.size:
+            continue
+        generation, ram_bytes, _comp, _enc, _other, kind = _FILE_EXTENT.unpack_from(item.data)
+        if generation <= since:
+            continue
+        if kind == FILE_EXTENT_INLINE:
+            total += ram_bytes
+        elif kind == FILE_EXTENT_REG and len(item.data) >= _FILE_EXTENT.size + _FILE_EXTENT_REG.size:
+            disk_bytenr, _disk_bytes, _offset, num_bytes = _FILE_EXTENT_REG.unpack_from(
+                item.data, _FILE_EXTENT.size
+            )
+            if disk_bytenr:  # 0: a hole
+                # (an inode item from an older tree block than its extents' was not searched)
+                end = size if item.objectid == inode else _U64_MAX
+                total += max(0, min(num_bytes, end - item.offset))
+    return total
 
 
 @dataclass(frozen=True, slots=True)

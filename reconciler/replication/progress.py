@@ -16,7 +16,8 @@ class TransferStats:
 
     checked: logical bytes compared against what the target holds; scanned: bytes read at the source
     to be sent; sent: content bytes that travelled (uncompressed size); wire: bytes on the wire
-    (compressed, protocol overhead included); total: expected wire bytes (0 = not known yet)."""
+    (compressed, protocol overhead included); total: expected wire bytes (0 = not known yet; for a
+    btrfs stream an estimate, made exact when the stream ends)."""
 
     phase: str = "connect"
     volume: str = ""
@@ -110,9 +111,11 @@ class Meter:
             self._report(snap)
 
     def expect(self, more_wire_bytes: int) -> None:
-        """More bytes are known to be coming (a need list arrived): the ETA's total grows."""
+        """More bytes are known to be coming (a need list arrived, a btrfs stream's size was
+        estimated): the ETA's total grows; or fewer (an estimate came out lower), and it shrinks."""
         with self._lock:
-            self._stats = replace(self._stats, total_bytes=self._stats.total_bytes + more_wire_bytes)
+            total = max(0, self._stats.total_bytes + more_wire_bytes)
+            self._stats = replace(self._stats, total_bytes=total)
 
     def _derived(self, now: float) -> TransferStats:
         s = self._stats

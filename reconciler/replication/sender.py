@@ -18,7 +18,7 @@ import logging
 import queue
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -493,6 +493,7 @@ class Sender:
             self._streams.append(stream)
             self._peak = max(self._peak, len(self._streams))
         early: btrfs_repl.SendProcess | None = None
+        estimating = threading.Event()  # set: the size estimates stop
         try:
             begin = rpb.ReceiveBegin(
                 protocol=REPLICATION_PROTOCOL,
@@ -538,10 +539,13 @@ class Sender:
             done = len(present)
             meter.update(volumes_done=done)
             acks = 0  # btrfs volume_done answers still to read (see btrfs_repl.send_volume)
-            for snap in todo:
-                parent = self._parent(pool, snap, holdings.get(snap.volume, []), early)
+            parents = [self._parent(pool, snap, holdings.get(snap.volume, []), early) for snap in todo]
+            estimates = self._estimate(pool, todo, parents, meter, estimating)
+            for snap, parent, estimate in zip(todo, parents, estimates, strict=True):
                 started, early = early, None  # send_volume uses it or stops it
-                reports.append(self._send_volume(stream, pool, snap, parent, meter, version, started))
+                reports.append(
+                    self._send_volume(stream, pool, snap, parent, meter, version, started, estimate)
+                )
                 if isinstance(pool.backend, BtrfsBackend):
                     acks += 1
                 done += 1
@@ -564,10 +568,34 @@ class Sender:
             stream.cancel()
             raise
         finally:
+            estimating.set()
             if early is not None:
                 early.stop()
             with self._lock:
                 self._streams.remove(stream)
+
+    def _estimate(
+        self,
+        pool: Pool,
+        todo: list[SnapshotInfo],
+        parents: list[str],
+        meter: Meter,
+        stop: threading.Event,
+    ) -> Sequence[btrfs_repl.StreamEstimate | None]:
+        """btrfs: what each volume's stream will bring, worked out on a thread while they run
+        (the chunkstore knows its totals from the need lists)."""
+        backend = pool.backend
+        if not isinstance(backend, BtrfsBackend) or not todo:
+            return [None] * len(todo)
+        estimates = [btrfs_repl.StreamEstimate() for _ in todo]
+        work = [(s.set_id, s.volume, p, e) for s, p, e in zip(todo, parents, estimates, strict=True)]
+        threading.Thread(
+            target=btrfs_repl.estimate_streams,
+            args=(backend, work, meter, stop),
+            name="send-estimate",
+            daemon=True,
+        ).start()
+        return estimates
 
     def _send_ahead(self, pool: Pool, backend: BtrfsBackend, snap: SnapshotInfo) -> btrfs_repl.SendProcess:
         """Start the `btrfs send` of `snap` now, against the parent the target most likely holds,
@@ -629,6 +657,7 @@ class Sender:
         meter: Meter,
         stream_version: int = 1,
         started: btrfs_repl.SendProcess | None = None,
+        estimate: btrfs_repl.StreamEstimate | None = None,
     ) -> VolumeReport:
         backend = pool.backend
         if isinstance(backend, ChunkstoreBackend):
@@ -654,6 +683,7 @@ class Sender:
                 logical_bytes=snap.logical_bytes,
                 stream_version=stream_version,
                 started=started,
+                estimate=estimate,
             )
             return VolumeReport(snap.volume, parent, wire, sent)
         raise FailedPrecondition(f"pool {pool.name}: {backend.kind} pools cannot send sets")
