@@ -230,11 +230,13 @@ def tree_search(
     max_key: tuple[int, int, int],
     *,
     min_transid: int = 0,
+    types: frozenset[int] | None = None,
 ) -> Iterator[SearchItem]:
     """Items of btrfs tree `tree_id` with keys (objectid, type, offset) in [min_key, max_key]
     (tree 0: the subvolume `fd` is in). `min_transid`: only from tree blocks written in that
     transaction or later (the items of such a block are all returned, old ones included; the
-    other blocks are not even read).
+    other blocks are not even read). `types`: only items of these types are returned (the
+    others in the range are skipped without being copied out).
 
     BTRFS_IOC_TREE_SEARCH (v1) returns up to a buffer of items per call; we resume after the
     last key returned, the same way btrfs-progs does. Needs CAP_SYS_ADMIN."""
@@ -257,7 +259,8 @@ def tree_search(
         for _ in range(n):
             _transid, objectid, offset, typ, length = _SEARCH_HEADER.unpack_from(buf, pos)
             pos += _SEARCH_HEADER.size
-            yield SearchItem(objectid, typ, offset, buf[pos : pos + length])
+            if types is None or typ in types:
+                yield SearchItem(objectid, typ, offset, buf[pos : pos + length])
             pos += length
             last = (objectid, typ, offset)
         # advance to the key right after the last one returned
@@ -273,6 +276,9 @@ def tree_search(
         if (objectid, typ, offset) > max_key:
             return
         sk.min_objectid, sk.min_type, sk.min_offset = objectid, typ, offset
+
+
+_SIZE_AND_DATA = frozenset((INODE_ITEM_KEY, EXTENT_DATA_KEY))
 
 
 def file_data_bytes(fd: int, *, since: int = 0, stop: Callable[[], bool] = lambda: False) -> int:
@@ -291,6 +297,7 @@ def file_data_bytes(fd: int, *, since: int = 0, stop: Callable[[], bool] = lambd
         (FIRST_FREE_OBJECTID, INODE_ITEM_KEY, 0),
         (_U64_MAX, EXTENT_DATA_KEY, _U64_MAX),
         min_transid=since + 1,
+        types=_SIZE_AND_DATA,
     ):
         if stop():
             break
