@@ -26,7 +26,7 @@ system-deps:
 lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests bench
 	$(BIN)/ruff format --check reconciler tests bench
-	$(BIN)/mypy reconciler
+	$(BIN)/mypy reconciler tests bench
 	$(BIN)/lint-imports
 
 unit: $(STAMP)

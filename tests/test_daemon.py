@@ -7,7 +7,9 @@ import signal
 import sqlite3
 import subprocess
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,14 +51,14 @@ def make_config(tmp_path: Path, extra_resources: str = "") -> Path:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> DaemonProcess:
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     cfg = make_config(tmp_path)
     with DaemonProcess(cfg, tmp_path / "state") as d:
-        yield d  # type: ignore[misc]
+        yield d
 
 
-def sets(d: DaemonProcess, *extra: str) -> list[dict[str, object]]:
-    return cli_json(d.state_dir, "snapshot", "list", *extra)  # type: ignore[no-any-return]
+def sets(d: DaemonProcess, *extra: str) -> list[Any]:
+    return list(cli_json(d.state_dir, "snapshot", "list", *extra))
 
 
 def test_first_pass_takes_the_latest_slot_and_status_reports_it(daemon: DaemonProcess) -> None:
@@ -64,7 +66,7 @@ def test_first_pass_takes_the_latest_slot_and_status_reports_it(daemon: DaemonPr
     assert len(got) == 1
     s = got[0]
     assert s["scope"] == "system:full" and s["complete"] and s["period"] == "every-minute"
-    assert sorted(m["volume"] for m in s["members"]) == ["shares/share1", "vms/vm1"]  # type: ignore[attr-defined]
+    assert sorted(m["volume"] for m in s["members"]) == ["shares/share1", "vms/vm1"]
     st = cli_json(daemon.state_dir, "status")
     assert st["config_valid"] is True
     assert st["nodes"][0]["reachable"] is True

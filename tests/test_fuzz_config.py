@@ -67,7 +67,10 @@ def _near_miss(key: str, rng: random.Random) -> str:
 def mutate(text: str, rng: random.Random) -> bytes:
     lines = text.split("\n")
     live = [i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
-    pick = lambda: rng.choice(live) if live and rng.random() < 0.9 else rng.randrange(len(lines))  # noqa: E731
+
+    def pick() -> int:
+        return rng.choice(live) if live and rng.random() < 0.9 else rng.randrange(len(lines))
+
     insert_raw = False
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         if not lines:

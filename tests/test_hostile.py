@@ -135,10 +135,11 @@ def call(e: Env, method: str, request: Message | bytes, timeout: float = 30) -> 
     """Any RPC with raw bytes or a message; returns the raw response message(s)."""
     data = request if isinstance(request, bytes) else request.SerializeToString()
     if method in UNARY:
-        fn = e.channel.unary_unary(SERVICE + method)
+        fn = e.channel.unary_unary(SERVICE + method, request_serializer=None, response_deserializer=None)
         return [fn(data, timeout=timeout)]
     assert method in STREAMS
-    return list(e.channel.unary_stream(SERVICE + method)(data, timeout=timeout))
+    stream = e.channel.unary_stream(SERVICE + method, request_serializer=None, response_deserializer=None)
+    return list(stream(data, timeout=timeout))
 
 
 def refused(e: Env, method: str, request: Message | bytes, code: grpc.StatusCode, *words: str) -> str:

@@ -23,7 +23,7 @@ from concurrent import futures
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -403,7 +403,9 @@ class OldAgent(pb_grpc.AgentServicer):  # type: ignore[misc]
 
     def GetNodeInfo(self, request: pb.GetNodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfo:
         self.calls.append("GetNodeInfo")
-        return pb.NodeInfo(node=request.expect_node, protocol_version=2, agent_version="9.0.0")
+        return pb.NodeInfo(
+            node=request.expect_node, protocol_version=cast(pb.ProtocolVersion, 2), agent_version="9.0.0"
+        )
 
 
 @contextmanager

@@ -50,7 +50,7 @@ def test_the_pipe_reads_the_buffer_itself_so_it_is_kept_until_a_pipe_full_follow
     feeder = PipeFeeder(w)
     try:
         buf = bytearray(b"A" * 8192)
-        feeder.write(buf)
+        feeder.write(memoryview(buf))
         buf[:4] = b"BBBB"  # (a bytearray only to show it: what is fed for real never changes)
         assert os.read(r, 8) == b"BBBBAAAA", "vmsplice is not in use: the pipe holds a copy"
         os.read(r, 8192 - 8)

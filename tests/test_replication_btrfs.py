@@ -135,8 +135,9 @@ def test_a_wrong_guess_of_the_parent_is_stopped_and_the_common_one_used(
     got = subvol_info(_snapshot_dir(dst, "c-3", "vm1"))
     assert got.parent_uuid == subvol_info(_snapshot_dir(dst, "c-1", "vm1")).uuid
     assert dst.content("c-3", "vm1", tmp_path) == read_tree(src.pool / "vm1")
-    assert src.proc is not None
-    wait_for(lambda: "btrfs" not in _children(src.proc.proc.pid), timeout=10, what="no btrfs send left")
+    assert src.proc is not None and src.proc.proc is not None
+    pid = src.proc.proc.pid
+    wait_for(lambda: "btrfs" not in _children(pid), timeout=10, what="no btrfs send left")
 
 
 def test_two_streams_of_one_pool_arrive_together_and_stay_incremental(

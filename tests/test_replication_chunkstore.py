@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from reconciler.agent.api import CreateSetRequest, Target
 from reconciler.agent.core import NodeAgent
 from reconciler.backends.chunkstore import ChunkstoreBackend
+from reconciler.backends.chunkstore_packs import ChunkLoc
 from reconciler.domain import ImmutableState, SnapshotInfo
 from reconciler.errors import AlreadyExists, CorruptData, PermissionDenied, StorageFull, Unavailable
 from reconciler.replication import chunkstore as cs_repl
@@ -147,7 +148,7 @@ def _damaging(monkeypatch: pytest.MonkeyPatch, times: int) -> list[bytes]:
     real = cs_repl._Store.payload
     damaged: list[bytes] = []
 
-    def payload(self: cs_repl._Store, reader: object, loc: cs_repl.ChunkLoc) -> bytes:
+    def payload(self: cs_repl._Store, reader: object, loc: ChunkLoc) -> bytes:
         data = real(self, reader, loc)  # type: ignore[arg-type]
         if times < 0 or len(damaged) < times:
             damaged.append(data)

@@ -7,7 +7,9 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,7 +57,7 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> tuple[DaemonProcess, Path]:
+def env(tmp_path: Path) -> Iterator[tuple[DaemonProcess, Path]]:
     pool = tmp_path / "pool"
     write(pool / "vms/web/disk0/disk.img", "disk0-v1" * 1000)
     write(pool / "vms/web/disk1/disk.img", "disk1-v1" * 1000)
@@ -64,7 +66,7 @@ def env(tmp_path: Path) -> tuple[DaemonProcess, Path]:
     write(pool / "shares/other/o.txt", "o-v1")
     cfg = write(tmp_path / "config.yaml", CONFIG)
     with DaemonProcess(cfg, tmp_path / "state") as d:
-        yield d, pool  # type: ignore[misc]
+        yield d, pool
 
 
 def snap(d: DaemonProcess, scope: str, *extra: str) -> str:
@@ -73,8 +75,8 @@ def snap(d: DaemonProcess, scope: str, *extra: str) -> str:
     return str(s["set_id"])
 
 
-def restore(d: DaemonProcess, *args: str) -> dict[str, object]:
-    return cli_json(d.state_dir, "restore", *args)  # type: ignore[no-any-return]
+def restore(d: DaemonProcess, *args: str) -> Any:
+    return cli_json(d.state_dir, "restore", *args)
 
 
 def test_resource_restore_to_new_and_over_source(env: tuple[DaemonProcess, Path]) -> None:
@@ -84,8 +86,8 @@ def test_resource_restore_to_new_and_over_source(env: tuple[DaemonProcess, Path]
     before_live = tree(pool / "vms/web")
 
     out = restore(d, "resource", "web", "--set", set_id)
-    assert out["result"]["ok"], out  # type: ignore[index]
-    plan = out["events"][0]["plan"]  # type: ignore[index]
+    assert out["result"]["ok"], out
+    plan = out["events"][0]["plan"]
     assert "not added to the config" in plan["summary"]
     assert (pool / "vms/web_restored/disk0/disk.img").read_text() == "disk0-v1" * 1000
     assert (pool / "vms/web_restored/disk1/disk.img").read_text() == "disk1-v1" * 1000
@@ -93,7 +95,7 @@ def test_resource_restore_to_new_and_over_source(env: tuple[DaemonProcess, Path]
 
     # again: the default name is taken, so the copy gets the next free number
     out = restore(d, "resource", "web", "--set", set_id)
-    assert "as 'web_restored_2'" in out["events"][0]["plan"]["summary"]  # type: ignore[index]
+    assert "as 'web_restored_2'" in out["events"][0]["plan"]["summary"]
     assert (pool / "vms/web_restored_2/disk0/disk.img").read_text() == "disk0-v1" * 1000
     assert (pool / "vms/web_restored/disk0/disk.img").read_text() == "disk0-v1" * 1000  # untouched
     # a name asked for is never changed: taken, it is refused before anything is written
@@ -105,7 +107,7 @@ def test_resource_restore_to_new_and_over_source(env: tuple[DaemonProcess, Path]
     assert r.returncode == 5 and "--yes" in r.stderr
     assert tree(pool / "vms/web") == before_live
     out = restore(d, "resource", "web", "--set", set_id, "--over-source", "--yes")
-    res = out["result"]  # type: ignore[index]
+    res = out["result"]
     assert res["ok"] and res["safety_set_id"]
     assert (pool / "vms/web/disk0/disk.img").read_text() == "disk0-v1" * 1000
     sets = {s["set_id"]: s for s in cli_json(d.state_dir, "snapshot", "list")}
@@ -132,7 +134,7 @@ def test_tenant_restore_as_new_tenant_and_clone(env: tuple[DaemonProcess, Path])
     d, pool = env
     set_id = snap(d, "system:full")
     out = restore(d, "tenant", "acme", "--set", set_id, "--as", "acme2")
-    vols = out["result"]["volumes"]  # type: ignore[index]
+    vols = out["result"]["volumes"]
     # the volumes do not name the tenant: each resource is renamed, a VM's disks stay together
     assert sorted(vols) == [
         "local/main/shares/files_acme2",
@@ -159,9 +161,9 @@ def test_whole_system_restore_only_from_complete_full_sets(env: tuple[DaemonProc
     for f in ("vms/web/disk0/disk.img", "shares/files/a.txt", "shares/other/o.txt"):
         (pool / f).write_text("changed")
     out = restore(d, "system", "--set", full, "--yes", "--cancel-window", "1")
-    assert out["result"]["ok"] and out["result"]["safety_set_id"]  # type: ignore[index]
+    assert out["result"]["ok"] and out["result"]["safety_set_id"]
     # the plan, then the cancel window counting down, then the work
-    phases = [ev["progress"]["phase"] for ev in out["events"] if "progress" in ev]  # type: ignore[attr-defined]
+    phases = [ev["progress"]["phase"] for ev in out["events"] if "progress" in ev]
     assert phases[0] == "cancel window" and phases[-1] != "cancel window"
     assert (pool / "shares/other/o.txt").read_text() == "o-v1"
     assert (pool / "shares/files/a.txt").read_text() == "a-v1"
@@ -202,8 +204,8 @@ def test_ctrl_c_in_the_cancel_window_of_a_system_restore_changes_nothing(
 
     # without a window it starts at once
     out2 = restore(d, "system", "--set", full, "--yes", "--cancel-window", "0")
-    assert out2["result"]["ok"]  # type: ignore[index]
-    assert not any(ev.get("progress", {}).get("phase") == "cancel window" for ev in out2["events"])  # type: ignore[attr-defined]
+    assert out2["result"]["ok"]
+    assert not any(ev.get("progress", {}).get("phase") == "cancel window" for ev in out2["events"])
     assert (pool / "shares/files/a.txt").read_text() == "a-v1"
     r = cli(d.state_dir, "restore", "system", "--set", full, "--yes", "--cancel-window", "-1")
     assert r.returncode == 2 and "0-3600 seconds" in r.stderr
@@ -264,7 +266,7 @@ def test_single_files_list_and_restore(env: tuple[DaemonProcess, Path]) -> None:
     (pool / "shares/files/dir/b.txt").write_text("b-v2")
     (pool / "shares/files/a.txt").write_text("a-v2")
     out = restore(d, "files", "files", "dir/b.txt", "--set", set_id, "--over-source", "--yes")
-    assert out["result"]["ok"]  # type: ignore[index]
+    assert out["result"]["ok"]
     assert (pool / "shares/files/dir/b.txt").read_text() == "b-v1"
     assert (pool / "shares/files/a.txt").read_text() == "a-v2"  # other files untouched
     out = restore(d, "files", "files", "a.txt", "--set", set_id, "--as", "shares/rescued")
@@ -333,7 +335,7 @@ def test_immutable_lock_unlock_states_and_settings(env: tuple[DaemonProcess, Pat
     s = cli_json(d.state_dir, "snapshot", "lock", set_id)
     assert s["immutable"] == "locked"
     out = restore(d, "resource", "files", "--set", set_id, "--with-settings", "--as", "withsettings")
-    settings = json.loads(Path(out["result"]["settings_file"]).read_text())  # type: ignore[index]
+    settings = json.loads(Path(out["result"]["settings_file"]).read_text())
     assert settings["files"]["kind"] == "nas_volume" and settings["files"]["tenant"] == "acme"
 
 
@@ -382,13 +384,13 @@ def test_a_new_copy_goes_to_the_pool_named_with_pool(tmp_path: Path) -> None:
         spare = tmp_path / "spare"
 
         dry = restore(d, "resource", "web", "--set", set_id, "--pool", "spare", "--dry-run")
-        plan = dry["events"][0]["plan"]  # type: ignore[index]
+        plan = dry["events"][0]["plan"]
         assert {s["target_pool"] for s in plan["steps"]} == {"spare"}, plan
         assert "in pool spare" in plan["summary"]
         assert not (spare / "vms").exists()
 
         out = restore(d, "resource", "web", "--set", set_id, "--pool", "spare")
-        assert out["result"]["ok"], out  # type: ignore[index]
+        assert out["result"]["ok"], out
         assert (spare / "vms/web_restored/disk0/disk.img").read_text() == "disk0-v1"
         assert (spare / "vms/web_restored/disk1/disk.img").read_text() == "disk1-v1"
         assert not (pool / "vms/web_restored").exists()
@@ -404,7 +406,7 @@ def test_a_new_copy_goes_to_the_pool_named_with_pool(tmp_path: Path) -> None:
 
         # files: the same volume name is fine in another pool
         f = restore(d, "files", "files", "a.txt", "--set", set_id, "--as", "shares/files", "--pool", "spare")
-        assert f["result"]["ok"], f  # type: ignore[index]
+        assert f["result"]["ok"], f
         assert (spare / "shares/files/a.txt").read_text() == "a-v1"
 
         r = cli(d.state_dir, "restore", "resource", "web", "--set", set_id, "--pool", "nope")

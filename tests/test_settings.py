@@ -97,7 +97,10 @@ def test_the_cli_finds_the_control_socket_where_the_daemon_puts_it(
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     daemon = load_settings(**flags).control_socket_path
-    assert control_socket_path(**flags) == daemon
+    assert (
+        control_socket_path(state_dir=flags.get("state_dir"), control_socket=flags.get("control_socket"))
+        == daemon
+    )
 
 
 def test_the_control_client_loads_without_the_domain_and_agent_types() -> None:

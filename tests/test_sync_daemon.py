@@ -369,7 +369,8 @@ def test_a_transfer_pauses_when_its_window_closes_and_resumes_in_the_next(
         assert done[-1].wire_bytes < total - 0.5 * paused.wire_bytes
         assert dr.verify(first) == []
         # a pause is not a failure: no retry back-off, no "sync" failure event
-        assert not d.sync.status().plan or all(w.set_id != first for w in d.sync.status().plan.waiting)
+        plan = d.sync.status().plan
+        assert plan is None or all(w.set_id != first for w in plan.waiting)
 
 
 def test_a_system_set_on_two_nodes_travels_from_both_at_once(pki: LabPKI, tmp_path: Path) -> None:
