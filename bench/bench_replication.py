@@ -28,7 +28,8 @@ sync`; otherwise its transactions stall the next run's fsyncs by ~10 ms), and en
 durable: the agents fsync what they receive before the commit, so
 the baselines' times include a `sync -f` (rsync) / `btrfs filesystem sync` (pipe) of the target.
 Each measurement is repeated R times (default 3), alternating which side goes first; the best run
-of each counts (the machine may be shared: the load average is printed). A btrfs measurement starts
+of each counts (the machine may be shared: the load average is printed). Each btrfs run also
+prints how busy the CPUs were (I/O wait counts as idle): a side near 100% is bound by CPU. A btrfs measurement starts
 with one untimed run of each side: the first transfer of each side after the data set is written
 runs slower than the ones after it (ours 5.0 s then 3.5-3.8 s, the pipe 3.5 s then 3.0-3.1 s,
 with dropped caches all along), and the best of R should compare warm runs. Exit 1 if a target is
@@ -78,11 +79,34 @@ def settle() -> None:
             pass
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+def timed(fn: Callable[[], object], busy: list[float] | None = None) -> tuple[float, object]:
+    """Run `fn` from a settled start; returns (seconds, what fn returned). `busy`: gets the share
+    of the CPUs' time that was busy meanwhile."""
     settle()
+    start = cpu_ticks()
     t0 = time.perf_counter()
     out = fn()
-    return time.perf_counter() - t0, out
+    elapsed = time.perf_counter() - t0
+    if busy is not None:
+        busy.append(busy_since(start))
+    return elapsed, out
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every CPU so far: /proc/stat's user, nice, system, irq and
+    softirq of user..steal (guest time is inside user already); idle, I/O wait and steal are
+    not busy."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    busy = user + nice + system + irq + softirq
+    return busy, busy + idle + iowait + steal
+
+
+def busy_since(start: tuple[int, int]) -> float:
+    """The share of all CPUs' time that was busy since `start` (cpu_ticks)."""
+    busy, total = cpu_ticks()
+    return (busy - start[0]) / max(1, total - start[1])
 
 
 def best(times: list[float]) -> float:
@@ -274,6 +298,7 @@ def bench_btrfs(work: Path, args: argparse.Namespace, pki_dir: Path, report: Rep
         ) -> ReplicateOutcome:
             ours_t: list[float] = []
             pipe_t: list[float] = []
+            busy: dict[str, list[float]] = {"ours": [], "pipe": []}
             last: ReplicateOutcome | None = None
             for side, reset, run in (("ours", reset_ours, ours), ("pipe", reset_pipe, base)):
                 reset()  # a warm-up run of each side (see the module's docstring)
@@ -281,17 +306,16 @@ def bench_btrfs(work: Path, args: argparse.Namespace, pki_dir: Path, report: Rep
                 print(f"  {label} {side}: {el:.3f}s (warm-up, not counted; {load()})")
             for rep in range(args.repeat):
                 for side in ("ours", "pipe") if rep % 2 == 0 else ("pipe", "ours"):
+                    (reset_ours if side == "ours" else reset_pipe)()
                     if side == "ours":
-                        reset_ours()
-                        el, out = timed(ours)
+                        el, out = timed(ours, busy["ours"])
                         assert isinstance(out, ReplicateOutcome)
                         last = out
                         ours_t.append(el)
                     else:
-                        reset_pipe()
-                        el, _ = timed(base)
+                        el, _ = timed(base, busy["pipe"])
                         pipe_t.append(el)
-                    print(f"  {label} {side}: {el:.3f}s ({load()})")
+                    print(f"  {label} {side}: {el:.3f}s, CPUs {busy[side][-1]:.0%} busy ({load()})")
             assert last is not None
             o, p = best(ours_t), best(pipe_t)
             print(
@@ -301,6 +325,11 @@ def bench_btrfs(work: Path, args: argparse.Namespace, pki_dir: Path, report: Rep
             # the target uses the best run of each side; the medians show how much the runs vary
             mo, mp = statistics.median(ours_t), statistics.median(pipe_t)
             print(f"{label}: medians ours {mo:.3f}s, pipe {mp:.3f}s ({mp / mo:.2f}x; for context)")
+            # near 100%, a side is bound by CPU (the agents' gRPC and TLS work on top of the pipe's)
+            print(
+                f"{label}: CPUs busy (median) ours {statistics.median(busy['ours']):.0%}, "
+                f"pipe {statistics.median(busy['pipe']):.0%} of {os.cpu_count()}"
+            )
             report.check(
                 p / o >= TARGET_VS_PIPE, f"btrfs {label} replication throughput {p / o:.2f}x the pipe's"
             )
