@@ -26,7 +26,7 @@ from reconciler.errors import CorruptData, FailedPrecondition, InvalidArgument
 from reconciler.replication import btrfs as btrfs_repl
 from reconciler.replication import wire
 from reconciler.replication.btrfs import MESSAGE_SIZE, btrfs_program, forward_stream, start_btrfs
-from reconciler.replication.progress import Meter
+from reconciler.replication.progress import Meter, VolumeEstimate
 from reconciler.v1 import replication_pb2 as rpb
 from tests.replication_lab import CollectLink, unsqueeze
 
@@ -377,7 +377,7 @@ def test_an_estimate_that_comes_after_its_stream_ended_adds_nothing() -> None:
     late = btrfs_repl.StreamEstimate()
     late.close(meter, wire=5_000)
     late.known(meter, 4_000)
-    assert meter.stats.total_bytes == 0 and late.closed
+    assert meter.stats.total_bytes == 0 and late.settled
 
 
 @pytest.mark.parametrize("compression", [False, True])
@@ -391,3 +391,18 @@ def test_forward_stream_leaves_the_total_at_the_wire_bytes_its_data_cost(compres
     assert n == len(data)
     frames = sum(len(f) for _t, f in link.frames)
     assert meter.stats.total_bytes == frames < len(data)
+
+
+def test_a_volume_estimate_is_replaced_by_what_the_volume_costs() -> None:
+    meter = Meter()
+    guessed, unguessed, late = VolumeEstimate(), VolumeEstimate(), VolumeEstimate()
+    guessed.guess(meter, 1_000)
+    guessed.guess(meter, 1_500)  # a better guess replaces the first
+    assert meter.stats.total_bytes == 1_500
+    guessed.settle(meter, 1_200)  # the need list: what it costs
+    unguessed.settle(meter, 300)  # (the chunkstore's need list counts with or without a guess)
+    assert meter.stats.total_bytes == 1_500
+    late.settle(meter, 700, if_guessed=True)  # (a btrfs stream without an estimate adds nothing)
+    late.guess(meter, 5_000)
+    guessed.guess(meter, 9_000)
+    assert meter.stats.total_bytes == 1_500 and late.settled

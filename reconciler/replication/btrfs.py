@@ -50,7 +50,7 @@ from ..errors import (
 from ..pipefeed import PipeFeeder
 from ..v1 import replication_pb2 as rpb
 from .link import Link
-from .progress import Meter
+from .progress import Meter, VolumeEstimate
 from .wire import SPARSE_MAX, data_message_from, encode_data, squeeze
 
 log = logging.getLogger(__name__)
@@ -450,55 +450,35 @@ def forward_stream(
 
 
 # --- how much a stream will bring (for the ETA) -----------------------------------------------------
-class StreamEstimate:
+class StreamEstimate(VolumeEstimate):
     """What one volume's `btrfs send` stream is expected to bring, for the transfer's total and
     ETA: the stream's size is not known before it ends, but its file data is (file_data_bytes)
     and that is nearly all of it. The estimate comes from estimate_streams' thread; while the
     stream runs, forward_stream turns what remains of it into wire bytes at the ratio seen so far
-    (compression, zero runs) and tells the meter, by the difference from what it told it before.
-    At the end the volume counts what it really sent."""
+    (compression, zero runs). At the end the volume counts what it really sent."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self.content: int | None = None  # the stream's expected bytes (None: not known yet)
-        self._announced = 0  # wire bytes this volume has added to the meter's total
-        self._closed = False
 
     def known(self, meter: Meter, content: int) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self.content = content
-            self._announce(meter, content)
+        self.content = content
+        self.guess(meter, content)
 
     def progress(self, meter: Meter, *, stream: int, wire: int) -> None:
         """`stream` bytes of the stream went out as `wire` bytes."""
-        with self._lock:
-            if self.content is None or self._closed:
-                return
-            remaining = max(0, self.content - stream)
-            self._announce(meter, wire + (remaining * wire // stream if stream else remaining))
+        content = self.content
+        if content is not None:
+            remaining = max(0, content - stream)
+            self.guess(meter, wire + (remaining * wire // stream if stream else remaining))
 
     def close(self, meter: Meter, *, wire: int) -> None:
-        """The stream ended (or failed) after `wire` bytes: what it cost replaces the guess (a
-        volume whose estimate never came adds nothing: the total stays what the others expect)."""
-        with self._lock:
-            if self.content is not None and not self._closed:
-                self._announce(meter, wire)
-            self._closed = True
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _announce(self, meter: Meter, expected: int) -> None:
-        if expected != self._announced:
-            meter.expect(expected - self._announced)
-            self._announced = expected
+        """The stream ended (or failed) after `wire` bytes: what it cost replaces the guess."""
+        self.settle(meter, wire, if_guessed=True)
 
 
-def _given_up(stop: threading.Event, estimate: StreamEstimate) -> bool:
-    return stop.is_set() or estimate.closed
+def _given_up(stop: threading.Event, estimate: VolumeEstimate) -> bool:
+    return stop.is_set() or estimate.settled
 
 
 def estimate_streams(

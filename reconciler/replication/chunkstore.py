@@ -38,7 +38,7 @@ from ..errors import CorruptData, FailedPrecondition, InvalidArgument, NotFound,
 from ..fsutil import fsync_dir, rename_noreplace
 from ..v1 import replication_pb2 as rpb
 from .link import Link
-from .progress import Meter
+from .progress import Meter, VolumeEstimate
 from .wire import ChunkIn, ChunkOut, encode_chunks
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,10 @@ def send_volume(
     volume: str,
     parent_set_id: str,
     logical_bytes: int,
+    estimate: VolumeEstimate | None = None,
 ) -> VolumeOutcome:
+    """`estimate`: this volume's guessed part of the transfer's total (estimate_volumes), which
+    the need list replaces with what the chunks it asks for cost."""
     store = _Store(backend)
     out = VolumeOutcome()
     wire0 = meter.stats.wire_bytes
@@ -337,7 +340,8 @@ def send_volume(
                         out.chunks_resent += len(need)
                         meter.add(resent=len(need))
                     todo, need = need, []
-                    _send_chunks(store, reader, link, meter, todo, bases if first else {}, out)
+                    settles = estimate if first else None
+                    _send_chunks(store, reader, link, meter, todo, bases if first else {}, out, settles)
                     link.send(rpb.ReceiveRequest(volume_end=rpb.VolumeEnd()))
                     first = False
                 elif kind == "rejected":
@@ -355,6 +359,46 @@ def send_volume(
     out.wire_bytes = meter.stats.wire_bytes - wire0
     out.sent_bytes = meter.stats.sent_bytes - sent0
     return out
+
+
+def estimate_volumes(
+    backend: ChunkstoreBackend,
+    volumes: Sequence[tuple[str, str, str, VolumeEstimate]],
+    meter: Meter,
+    stop: threading.Event,
+) -> None:
+    """Guess each (set_id, volume, parent_set_id, estimate) in turn, while the transfer runs: the
+    stored size of the chunks its manifest has and the parent's has not (the target holds the
+    parent's), so that the total and ETA cover every volume from the start, not only those whose
+    need list has come. A volume it cannot work out keeps no guess; `stop` ends it."""
+    store = _Store(backend)
+    for set_id, volume, parent_set_id, estimate in volumes:
+        if stop.is_set():
+            return
+        if estimate.settled:
+            continue
+        try:
+            with store.shared():
+                m = decode_manifest(
+                    store.manifest_bytes(set_id, volume), pool=store.pool, set_id=set_id, volume=volume
+                )
+                held: set[bytes] = set()
+                if parent_set_id:
+                    parent = decode_manifest(
+                        store.manifest_bytes(parent_set_id, volume),
+                        pool=store.pool,
+                        set_id=parent_set_id,
+                        volume=volume,
+                    )
+                    held = set(parent.table)
+                total = 0
+                for d in set(m.table) - held:
+                    loc = store.loc(d)
+                    total += loc.stored_len if loc is not None else 0
+        except (OSError, ReconcilerError) as exc:
+            log.debug("pool %s: no size estimate for %s/%s: %s", store.pool, set_id, volume, exc)
+            continue
+        estimate.guess(meter, total)
 
 
 def _delta_bases(m: Manifest, parent: Manifest) -> dict[bytes, bytes]:
@@ -384,7 +428,10 @@ def _send_chunks(
     digests: list[bytes],
     bases: dict[bytes, bytes],
     out: VolumeOutcome,
+    settles: VolumeEstimate | None = None,
 ) -> None:
+    """`settles`: the volume's estimate, which what these chunks cost replaces (the first need
+    list); without one, their cost adds to the transfer's total (chunks sent again)."""
     locs: list[tuple[bytes, ChunkLoc]] = []
     total = 0
     for d in dict.fromkeys(digests):
@@ -394,7 +441,10 @@ def _send_chunks(
         locs.append((d, loc))
         total += loc.stored_len
     locs.sort(key=lambda t: (t[1].pack, t[1].offset))
-    meter.expect(total)
+    if settles is not None:
+        settles.settle(meter, total)
+    else:
+        meter.expect(total)
     meter.update(phase="send")
     dctx = zstandard.ZstdDecompressor()
     batch: list[ChunkOut] = []

@@ -137,6 +137,42 @@ class Meter:
         return replace(s, rate_bps=rate, eta_seconds=eta)
 
 
+class VolumeEstimate:
+    """One volume's part of a transfer's expected wire bytes (TransferStats.total_bytes), told to
+    the meter by the difference whenever it changes: a guess worked out on the side while the
+    transfer runs (`guess`), then what the volume really costs once that is known (`settle`).
+    A guess that comes after the volume settled is dropped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._announced = 0  # wire bytes this volume has added to the meter's total
+        self._guessed = False
+        self._settled = False
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def guess(self, meter: Meter, wire: int) -> None:
+        with self._lock:
+            if not self._settled:
+                self._guessed = True
+                self._announce(meter, wire)
+
+    def settle(self, meter: Meter, wire: int, *, if_guessed: bool = False) -> None:
+        """The volume costs `wire` bytes (`if_guessed`: only replaces a guess; a volume without
+        one adds nothing, so that the total stays what the others expect, not part of it)."""
+        with self._lock:
+            if not self._settled and (self._guessed or not if_guessed):
+                self._announce(meter, wire)
+            self._settled = True
+
+    def _announce(self, meter: Meter, wire: int) -> None:
+        if wire != self._announced:
+            meter.expect(wire - self._announced)
+            self._announced = wire
+
+
 class Throttle:
     """A token bucket on wire bytes: `take(n)` sleeps so the average rate stays at `bps`
     (bursts up to a quarter second's worth). 0 means unlimited."""

@@ -39,7 +39,7 @@ from . import btrfs as btrfs_repl
 from . import chunkstore as cs_repl
 from . import wire
 from .api import REPLICATION_PROTOCOL, Peer, ReplicateOutcome, ReplicateSpec, VolumeReport
-from .progress import Meter, StatsFn, Throttle, no_stats
+from .progress import Meter, StatsFn, Throttle, VolumeEstimate, no_stats
 
 log = logging.getLogger(__name__)
 
@@ -581,20 +581,25 @@ class Sender:
         parents: list[str],
         meter: Meter,
         stop: threading.Event,
-    ) -> Sequence[btrfs_repl.StreamEstimate | None]:
-        """btrfs: what each volume's stream will bring, worked out on a thread while they run
-        (the chunkstore knows its totals from the need lists)."""
+    ) -> Sequence[VolumeEstimate | None]:
+        """What each volume will cost, guessed on a thread while they are sent, so that the
+        transfer's total and ETA cover them all from the start (see estimate_streams and
+        estimate_volumes)."""
         backend = pool.backend
-        if not isinstance(backend, BtrfsBackend) or not todo:
+        estimates: list[VolumeEstimate]
+        if isinstance(backend, BtrfsBackend):
+            estimates = [btrfs_repl.StreamEstimate() for _ in todo]
+            work: Callable[..., None] = btrfs_repl.estimate_streams
+        elif isinstance(backend, ChunkstoreBackend):
+            estimates = [VolumeEstimate() for _ in todo]
+            work = cs_repl.estimate_volumes
+        else:
             return [None] * len(todo)
-        estimates = [btrfs_repl.StreamEstimate() for _ in todo]
-        work = [(s.set_id, s.volume, p, e) for s, p, e in zip(todo, parents, estimates, strict=True)]
-        threading.Thread(
-            target=btrfs_repl.estimate_streams,
-            args=(backend, work, meter, stop),
-            name="send-estimate",
-            daemon=True,
-        ).start()
+        if todo:
+            volumes = [(s.set_id, s.volume, p, e) for s, p, e in zip(todo, parents, estimates, strict=True)]
+            threading.Thread(
+                target=work, args=(backend, volumes, meter, stop), name="send-estimate", daemon=True
+            ).start()
         return estimates
 
     def _send_ahead(self, pool: Pool, backend: BtrfsBackend, snap: SnapshotInfo) -> btrfs_repl.SendProcess:
@@ -657,7 +662,7 @@ class Sender:
         meter: Meter,
         stream_version: int = 1,
         started: btrfs_repl.SendProcess | None = None,
-        estimate: btrfs_repl.StreamEstimate | None = None,
+        estimate: VolumeEstimate | None = None,
     ) -> VolumeReport:
         backend = pool.backend
         if isinstance(backend, ChunkstoreBackend):
@@ -669,6 +674,7 @@ class Sender:
                 volume=snap.volume,
                 parent_set_id=parent,
                 logical_bytes=snap.logical_bytes,
+                estimate=estimate,
             )
             return VolumeReport(snap.volume, parent, out.wire_bytes, out.sent_bytes)
         if isinstance(backend, BtrfsBackend):
@@ -683,7 +689,7 @@ class Sender:
                 logical_bytes=snap.logical_bytes,
                 stream_version=stream_version,
                 started=started,
-                estimate=estimate,
+                estimate=estimate if isinstance(estimate, btrfs_repl.StreamEstimate) else None,
             )
             return VolumeReport(snap.volume, parent, wire, sent)
         raise FailedPrecondition(f"pool {pool.name}: {backend.kind} pools cannot send sets")
