@@ -39,11 +39,11 @@ from reconciler.durations import parse_duration
 
 # Tags are labels, not identifiers that end up in file names, so they may carry ':' '=' '.' '/'
 # (env=prod, team/storage) but still no spaces or leading punctuation.
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,62}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,62}\Z")
 # The destination name prefix goes into set names on the target.
-PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]{0,64}$")
-_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)$")
-_TZ_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")
+PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]{0,64}\Z")
+_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)\Z")
+_TZ_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*\Z")
 
 DAY_NAMES: dict[str, int] = {
     "mon": 0,

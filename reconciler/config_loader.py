@@ -53,7 +53,7 @@ MAX_NODES = 100_000
 MAX_DEPTH = 64
 
 ROOT = "<root>"
-_SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_-]+\Z")
 _SECTIONS = ("nodes", "tenants", "resources", "profiles", "system_snapshots")
 
 Pos = tuple[int, int]  # 0-based (line, col), as ruamel keeps them

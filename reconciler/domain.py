@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 # Names of nodes, pools, resources, tenants, profiles, periods, scopes, targets.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
 # Set ids go into file names on agents: no '/', no leading '.', bounded.
-SET_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$")
+SET_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}\Z")
 # Volume names are pool-relative paths: segments of safe characters, no '..', no hidden segments.
-VOLUME_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+VOLUME_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
 
 SLOT_FORMAT = "%Y%m%dT%H%M%SZ"
 

@@ -60,7 +60,7 @@ _NOMINAL: dict[Frequency, timedelta] = {
 # A pass is cheap when idle (milliseconds) and long when it cuts snapshots (minutes).
 _PASS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
-_ADDRESS_RE = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]*)):(\d{1,5})$")
+_ADDRESS_RE = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]*)):(\d{1,5})\Z")
 
 
 def rpo_window(period: Period) -> timedelta | None:

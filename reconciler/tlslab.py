@@ -31,8 +31,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = ["LabPKI", "LeafFiles", "create_lab_pki"]
 
 # Same rule as node names in the config: the name goes into file names and SANs.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-_DNS_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
+_DNS_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
 CA_MIN_DAYS = 3650  # the CA outlives the leaves so reissuing a leaf never needs a new CA
 _SKEW = timedelta(minutes=5)  # valid slightly in the past: clocks on lab machines drift
 

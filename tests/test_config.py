@@ -1045,6 +1045,18 @@ def test_fuzz_structured(tmp_path: Path, value: object) -> None:
         _check_never_crashes(json.dumps({key: value}), tmp_path)
 
 
+def test_a_name_ending_in_a_newline_is_refused_and_quoted_where_it_is_named(tmp_path: Path) -> None:
+    """(Found by test_fuzz_structured: a regex ending in $ takes a trailing newline.)"""
+    with pytest.raises(ConfigError) as err:
+        parse_config('{"nodes": {"0\\n": null}}', filename="fuzz.yaml", base_dir=tmp_path)
+    assert sorted(err.value.errors) == [
+        'fuzz.yaml:1:12: nodes["0\\n"]: expected a mapping',
+        "fuzz.yaml:1:12: nodes[\"0\\n\"]: invalid name '0\\n': use 1-63 letters, digits, '-' or '_', "
+        "starting with a letter or digit",
+    ]
+    assert not domain.NAME_RE.match("vm1\n") and not domain.valid_volume_name("vms/vm1\n")
+
+
 def test_plain_text_only_to_loopback_nodes_and_targets(tmp_path: Path) -> None:
     """An agent listens in plain text only on loopback (reconciler agent refuses otherwise), so a
     daemon config asking for plain text to another address is refused where it says so."""

@@ -203,6 +203,7 @@ def test_oversized_message_is_refused_before_it_is_read(untouched: Env) -> None:
         ("vms//vm1", grpc.StatusCode.INVALID_ARGUMENT, ["'vms//vm1'"]),
         ("./vms", grpc.StatusCode.INVALID_ARGUMENT, ["'./vms'"]),
         ("vms/vm1\x00/x", grpc.StatusCode.INVALID_ARGUMENT, ["vms/vm1"]),
+        ("vms/vm1\n", grpc.StatusCode.INVALID_ARGUMENT, ["'vms/vm1\\n'"]),  # ($ would take it)
         ("escape", grpc.StatusCode.INVALID_ARGUMENT, ["'escape'", "symlink"]),
         ("shares/linked", grpc.StatusCode.INVALID_ARGUMENT, ["'shares/linked'", "symlink"]),
         ("shares/linked/inner", grpc.StatusCode.INVALID_ARGUMENT, ["'shares/linked/inner'", "symlink"]),
@@ -293,7 +294,7 @@ def test_unknown_set_ids_and_pools(untouched: Env) -> None:
         refused(untouched, method, req, nf, "'nopool'")
 
 
-@pytest.mark.parametrize("set_id", ["", "../x", "a/b", "x" * 300, "-lead", "with space", "ü"])
+@pytest.mark.parametrize("set_id", ["", "../x", "a/b", "x" * 300, "-lead", "with space", "ü", "x\n"])
 def test_invalid_set_ids(untouched: Env, set_id: str) -> None:
     ia = grpc.StatusCode.INVALID_ARGUMENT
     refused(untouched, "CreateSnapshotSet", create(set_id), ia, "set id", "not valid")

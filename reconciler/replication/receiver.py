@@ -53,7 +53,7 @@ MAX_GROUP = 16  # streams in one group (the config allows 16 streams)
 # seconds a committed stream waits for the rest of its group at most: long enough for the largest
 # sibling volume to travel (a sibling that fails or vanishes ends its RPC, noticed at once)
 GROUP_WAIT = 24 * 3600.0
-_GROUP_RE = re.compile(r"^[0-9a-f]{8,64}$")
+_GROUP_RE = re.compile(r"^[0-9a-f]{8,64}\Z")
 _T = TypeVar("_T")
 
 
