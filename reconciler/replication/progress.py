@@ -16,8 +16,8 @@ class TransferStats:
 
     checked: logical bytes compared against what the target holds; scanned: bytes read at the source
     to be sent; sent: content bytes that travelled (uncompressed size); wire: bytes on the wire
-    (compressed, protocol overhead included); total: expected wire bytes (0 = not known yet; for a
-    btrfs stream an estimate, made exact when the stream ends)."""
+    (compressed, protocol overhead included); total: expected wire bytes (0 = not known yet; guessed
+    for the volumes whose cost is not known yet, see VolumeEstimate)."""
 
     phase: str = "connect"
     volume: str = ""
@@ -111,8 +111,8 @@ class Meter:
             self._report(snap)
 
     def expect(self, more_wire_bytes: int) -> None:
-        """More bytes are known to be coming (a need list arrived, a btrfs stream's size was
-        estimated): the ETA's total grows; or fewer (an estimate came out lower), and it shrinks."""
+        """More bytes are known to be coming (a need list arrived, a volume's cost was guessed):
+        the ETA's total grows; or fewer (a guess came out lower), and it shrinks."""
         with self._lock:
             total = max(0, self._stats.total_bytes + more_wire_bytes)
             self._stats = replace(self._stats, total_bytes=total)
