@@ -29,11 +29,11 @@ durable: the agents fsync what they receive before the commit, so
 the baselines' times include a `sync -f` (rsync) / `btrfs filesystem sync` (pipe) of the target.
 Each measurement is repeated R times (default 3), alternating which side goes first; the best run
 of each counts (the machine may be shared: the load average is printed). Each btrfs run also
-prints how busy the CPUs were (I/O wait counts as idle): a side near 100% is bound by CPU. A btrfs measurement starts
-with one untimed run of each side: the first transfer of each side after the data set is written
-runs slower than the ones after it (ours 5.0 s then 3.5-3.8 s, the pipe 3.5 s then 3.0-3.1 s,
-with dropped caches all along), and the best of R should compare warm runs. Exit 1 if a target is
-missed.
+prints how busy the CPUs were (I/O wait counts as idle): a side near 100% is bound by CPU. A
+btrfs measurement starts with one untimed run of each side: the first transfer of each side after
+the data set is written runs slower than the ones after it (ours 5.0 s then 3.5-3.8 s, the pipe
+3.5 s then 3.0-3.1 s, with dropped caches all along), and the best of R should compare warm
+runs. Exit 1 if a target is missed.
 """
 
 from __future__ import annotations
@@ -93,9 +93,9 @@ def timed(fn: Callable[[], object], busy: list[float] | None = None) -> tuple[fl
 
 
 def cpu_ticks() -> tuple[int, int]:
-    """(busy, all) clock ticks of every CPU so far: /proc/stat's user, nice, system, irq and
-    softirq of user..steal (guest time is inside user already); idle, I/O wait and steal are
-    not busy."""
+    """(busy, all) clock ticks of every CPU so far, from /proc/stat's columns user to steal (guest
+    time is already inside user): busy is user, nice, system, irq and softirq; idle, I/O wait and
+    steal are not."""
     user, nice, system, idle, iowait, irq, softirq, steal = (
         int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
     )
