@@ -513,7 +513,7 @@ def test_a_delta_rebuilds_the_block_exactly(pages: int, data: st.DataObject) -> 
 
 def test_the_total_covers_every_volume_from_the_first_one_on(pki: LabPKI, tmp_path: Path) -> None:
     """The need lists come one volume at a time; the total does not wait for them: each volume's
-    cost is guessed from the chunks its manifest has and the parent's has not (estimate_volumes),
+    cost is guessed from the chunks its manifest has and the parent's has not (chunks_cost),
     and its need list puts the guess right."""
     source = Site("src", tmp_path / "src", tmp_path / "src" / "pool", pki)
     target = Site("dst", tmp_path / "dst", tmp_path / "dst" / "pool", pki)

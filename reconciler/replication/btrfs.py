@@ -31,7 +31,7 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -453,7 +453,8 @@ def forward_stream(
 class StreamEstimate(VolumeEstimate):
     """What one volume's `btrfs send` stream is expected to bring, for the transfer's total and
     ETA: the stream's size is not known before it ends, but its file data is (file_data_bytes)
-    and that is nearly all of it. The estimate comes from estimate_streams' thread; while the
+    and that is nearly all of it. The estimate comes from stream_content, on estimate_each's
+    thread; while the
     stream runs, forward_stream turns what remains of it into wire bytes at the ratio seen so far
     (compression, zero runs). At the end the volume counts what it really sent."""
 
@@ -461,9 +462,10 @@ class StreamEstimate(VolumeEstimate):
         super().__init__()
         self.content: int | None = None  # the stream's expected bytes (None: not known yet)
 
-    def known(self, meter: Meter, content: int) -> None:
-        self.content = content
-        self.guess(meter, content)
+    def known(self, meter: Meter, cost: int) -> None:
+        """`cost`: the stream's bytes (stream_content)."""
+        self.content = cost
+        self.guess(meter, cost)
 
     def progress(self, meter: Meter, *, stream: int, wire: int) -> None:
         """`stream` bytes of the stream went out as `wire` bytes."""
@@ -477,40 +479,20 @@ class StreamEstimate(VolumeEstimate):
         self.settle(meter, wire, if_guessed=True)
 
 
-def _given_up(stop: threading.Event, estimate: VolumeEstimate) -> bool:
-    return stop.is_set() or estimate.settled
-
-
-def estimate_streams(
-    backend: BtrfsBackend,
-    volumes: Sequence[tuple[str, str, str, StreamEstimate]],
-    meter: Meter,
-    stop: threading.Event,
-) -> None:
-    """Work out each (set_id, volume, parent_set_id, estimate) in turn: the file data written
-    after the parent (all of it for a full stream), from the metadata alone, while the streams
-    run: about 1% of their time (the tree walk for bench_replication's 960 MiB full stream takes
-    27-37 ms of CPU, for its 1% incremental 1-2 ms). A volume it cannot work out keeps no
-    estimate; `stop` ends it."""
-    for set_id, volume, parent_set_id, estimate in volumes:
-        if stop.is_set():
-            return
-        try:
-            since = (
-                subvol_info(backend.snapshot_path(parent_set_id, volume)).generation if parent_set_id else 0
-            )
-            fd = os.open(backend.snapshot_path(set_id, volume), _DIR_FLAGS)
-            try:
-                content = ioc.file_data_bytes(
-                    fd, since=since, stop=functools.partial(_given_up, stop, estimate)
-                )
-            finally:
-                os.close(fd)
-        except (OSError, ReconcilerError) as exc:
-            log.debug("pool %s: no size estimate for %s/%s: %s", backend.pool, set_id, volume, exc)
-            continue
-        if not stop.is_set():
-            estimate.known(meter, content)
+def stream_content(
+    backend: BtrfsBackend, set_id: str, volume: str, parent_set_id: str, given_up: Callable[[], bool]
+) -> int:
+    """What the stream of (set_id, volume) against parent_set_id will bring (a CostFn for
+    progress.estimate_each): the file data written after the parent (all of it for a full
+    stream), from the metadata alone, about 1% of the stream's time (the tree walk for
+    bench_replication's 960 MiB full stream takes 27-37 ms of CPU, for its 1% incremental
+    1-2 ms)."""
+    since = subvol_info(backend.snapshot_path(parent_set_id, volume)).generation if parent_set_id else 0
+    fd = os.open(backend.snapshot_path(set_id, volume), _DIR_FLAGS)
+    try:
+        return ioc.file_data_bytes(fd, since=since, stop=given_up)
+    finally:
+        os.close(fd)
 
 
 # --- target side ----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -274,7 +274,7 @@ def send_volume(
     logical_bytes: int,
     estimate: VolumeEstimate | None = None,
 ) -> VolumeOutcome:
-    """`estimate`: this volume's guessed part of the transfer's total (estimate_volumes), which
+    """`estimate`: this volume's guessed part of the transfer's total (chunks_cost), which
     the need list replaces with what the chunks it asks for cost."""
     store = _Store(backend)
     out = VolumeOutcome()
@@ -361,44 +361,32 @@ def send_volume(
     return out
 
 
-def estimate_volumes(
-    backend: ChunkstoreBackend,
-    volumes: Sequence[tuple[str, str, str, VolumeEstimate]],
-    meter: Meter,
-    stop: threading.Event,
-) -> None:
-    """Guess each (set_id, volume, parent_set_id, estimate) in turn, while the transfer runs: the
-    stored size of the chunks its manifest has and the parent's has not (the target holds the
-    parent's), so that the total and ETA cover every volume from the start, not only those whose
-    need list has come. A volume it cannot work out keeps no guess; `stop` ends it."""
+def chunks_cost(
+    backend: ChunkstoreBackend, set_id: str, volume: str, parent_set_id: str, given_up: Callable[[], bool]
+) -> int:
+    """What sending (set_id, volume) against parent_set_id will cost (a CostFn for
+    progress.estimate_each): the stored size of the chunks its manifest has and the parent's has
+    not (the target holds the parent's), so that the total and ETA cover every volume from the
+    start, not only those whose need list has come. (One manifest or two: no point giving up.)"""
     store = _Store(backend)
-    for set_id, volume, parent_set_id, estimate in volumes:
-        if stop.is_set():
-            return
-        if estimate.settled:
-            continue
-        try:
-            with store.shared():
-                m = decode_manifest(
-                    store.manifest_bytes(set_id, volume), pool=store.pool, set_id=set_id, volume=volume
-                )
-                held: set[bytes] = set()
-                if parent_set_id:
-                    parent = decode_manifest(
-                        store.manifest_bytes(parent_set_id, volume),
-                        pool=store.pool,
-                        set_id=parent_set_id,
-                        volume=volume,
-                    )
-                    held = set(parent.table)
-                total = 0
-                for d in set(m.table) - held:
-                    loc = store.loc(d)
-                    total += loc.stored_len if loc is not None else 0
-        except (OSError, ReconcilerError) as exc:
-            log.debug("pool %s: no size estimate for %s/%s: %s", store.pool, set_id, volume, exc)
-            continue
-        estimate.guess(meter, total)
+    with store.shared():
+        m = decode_manifest(
+            store.manifest_bytes(set_id, volume), pool=store.pool, set_id=set_id, volume=volume
+        )
+        held: set[bytes] = set()
+        if parent_set_id:
+            parent = decode_manifest(
+                store.manifest_bytes(parent_set_id, volume),
+                pool=store.pool,
+                set_id=parent_set_id,
+                volume=volume,
+            )
+            held = set(parent.table)
+        total = 0
+        for d in set(m.table) - held:
+            loc = store.loc(d)
+            total += loc.stored_len if loc is not None else 0
+    return total
 
 
 def _delta_bases(m: Manifest, parent: Manifest) -> dict[bytes, bytes]:

@@ -3,11 +3,17 @@ send throttle. Pure Python, no gRPC: the daemon's status and the CLI's progress 
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+
+from ..errors import ReconcilerError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +159,10 @@ class VolumeEstimate:
     def settled(self) -> bool:
         return self._settled
 
+    def known(self, meter: Meter, cost: int) -> None:
+        """What estimate_each worked out for the volume (here: its wire bytes)."""
+        self.guess(meter, cost)
+
     def guess(self, meter: Meter, wire: int) -> None:
         with self._lock:
             if not self._settled:
@@ -171,6 +181,39 @@ class VolumeEstimate:
         if wire != self._announced:
             meter.expect(wire - self._announced)
             self._announced = wire
+
+
+# what one volume will cost: (set_id, volume, parent_set_id, given_up) -> bytes; given_up() says
+# the answer is no longer wanted
+CostFn = Callable[[str, str, str, Callable[[], bool]], int]
+
+
+def _given_up(stop: threading.Event, estimate: VolumeEstimate) -> bool:
+    return stop.is_set() or estimate.settled
+
+
+def estimate_each(
+    volumes: Sequence[tuple[str, str, str, VolumeEstimate]],
+    cost: CostFn,
+    meter: Meter,
+    stop: threading.Event,
+    pool: str,
+) -> None:
+    """Work out each (set_id, volume, parent_set_id, estimate) in turn with `cost`, on a thread
+    while the volumes are sent, and tell each estimate what came out. A volume that settled
+    first, or whose cost cannot be worked out, keeps no guess; `stop` ends it."""
+    for set_id, volume, parent_set_id, estimate in volumes:
+        if stop.is_set():
+            return
+        if estimate.settled:
+            continue
+        try:
+            n = cost(set_id, volume, parent_set_id, functools.partial(_given_up, stop, estimate))
+        except (OSError, ReconcilerError) as exc:
+            log.debug("pool %s: no size estimate for %s/%s: %s", pool, set_id, volume, exc)
+            continue
+        if not stop.is_set():
+            estimate.known(meter, n)
 
 
 class Throttle:

@@ -14,6 +14,7 @@ holds never travel, parent or not).
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import secrets
@@ -39,7 +40,7 @@ from . import btrfs as btrfs_repl
 from . import chunkstore as cs_repl
 from . import wire
 from .api import REPLICATION_PROTOCOL, Peer, ReplicateOutcome, ReplicateSpec, VolumeReport
-from .progress import Meter, StatsFn, Throttle, VolumeEstimate, no_stats
+from .progress import CostFn, Meter, StatsFn, Throttle, VolumeEstimate, estimate_each, no_stats
 
 log = logging.getLogger(__name__)
 
@@ -583,22 +584,24 @@ class Sender:
         stop: threading.Event,
     ) -> Sequence[VolumeEstimate | None]:
         """What each volume will cost, guessed on a thread while they are sent, so that the
-        transfer's total and ETA cover them all from the start (see estimate_streams and
-        estimate_volumes)."""
+        transfer's total and ETA cover them all from the start (see progress.estimate_each)."""
         backend = pool.backend
         estimates: list[VolumeEstimate]
         if isinstance(backend, BtrfsBackend):
             estimates = [btrfs_repl.StreamEstimate() for _ in todo]
-            work: Callable[..., None] = btrfs_repl.estimate_streams
+            cost: CostFn = functools.partial(btrfs_repl.stream_content, backend)
         elif isinstance(backend, ChunkstoreBackend):
             estimates = [VolumeEstimate() for _ in todo]
-            work = cs_repl.estimate_volumes
+            cost = functools.partial(cs_repl.chunks_cost, backend)
         else:
             return [None] * len(todo)
         if todo:
             volumes = [(s.set_id, s.volume, p, e) for s, p, e in zip(todo, parents, estimates, strict=True)]
             threading.Thread(
-                target=work, args=(backend, volumes, meter, stop), name="send-estimate", daemon=True
+                target=estimate_each,
+                args=(volumes, cost, meter, stop, pool.name),
+                name="send-estimate",
+                daemon=True,
             ).start()
         return estimates
 
