@@ -281,15 +281,24 @@ def tree_search(
 _SIZE_AND_DATA = frozenset((INODE_ITEM_KEY, EXTENT_DATA_KEY))
 
 
-def file_data_bytes(fd: int, *, since: int = 0, stop: Callable[[], bool] = lambda: False) -> int:
-    """The file data of the subvolume `fd` is in, in bytes, that was written after transaction
-    `since` (0: all of it): the sum of its file extents' lengths, holes and preallocated space
-    left out, the last block of a file counted up to the file's end; a compressed extent counts
-    by what it holds. That is about what `btrfs send` streams (with `-p` of a snapshot taken in
-    transaction `since`); it streams less where it can clone shared extents. Only tree blocks
-    written after `since` are read. `stop()`, asked before each item, gives up (returning what
-    was counted so far)."""
-    total = 0
+@dataclass(frozen=True, slots=True)
+class DataExtent:
+    """File data of one extent: `length` bytes of inode `inode` from `offset` in the file."""
+
+    inode: int
+    offset: int
+    length: int
+    inline: bool  # kept in the metadata (a small file), not an extent on the disk of its own
+
+
+def data_extents(
+    fd: int, *, since: int = 0, stop: Callable[[], bool] = lambda: False
+) -> Iterator[DataExtent]:
+    """The file data of the subvolume `fd` is in that was written after transaction `since` (0:
+    all of it), in the order of the tree (by inode, then offset in the file), which is the order
+    `btrfs send` streams it in: holes and preallocated space left out, the last block of a file
+    counted up to the file's end, a compressed extent by what it holds. Only tree blocks written
+    after `since` are read. `stop()`, asked before each item, ends the walk."""
     inode, size = 0, _U64_MAX  # the file whose inode item came last, and its size
     for item in tree_search(
         fd,
@@ -300,7 +309,7 @@ def file_data_bytes(fd: int, *, since: int = 0, stop: Callable[[], bool] = lambd
         types=_SIZE_AND_DATA,
     ):
         if stop():
-            break
+            return
         if item.type == INODE_ITEM_KEY and len(item.data) >= _INODE_SIZE.size:
             inode, (size,) = item.objectid, _INODE_SIZE.unpack_from(item.data)
             continue
@@ -310,7 +319,7 @@ def file_data_bytes(fd: int, *, since: int = 0, stop: Callable[[], bool] = lambd
         if generation <= since:
             continue
         if kind == FILE_EXTENT_INLINE:
-            total += ram_bytes
+            yield DataExtent(item.objectid, item.offset, ram_bytes, inline=True)
         elif kind == FILE_EXTENT_REG and len(item.data) >= _FILE_EXTENT.size + _FILE_EXTENT_REG.size:
             disk_bytenr, _disk_bytes, _offset, num_bytes = _FILE_EXTENT_REG.unpack_from(
                 item.data, _FILE_EXTENT.size
@@ -318,8 +327,16 @@ def file_data_bytes(fd: int, *, since: int = 0, stop: Callable[[], bool] = lambd
             if disk_bytenr:  # 0: a hole
                 # (an inode item from an older tree block than its extents' was not searched)
                 end = size if item.objectid == inode else _U64_MAX
-                total += max(0, min(num_bytes, end - item.offset))
-    return total
+                length = min(num_bytes, end - item.offset)
+                if length > 0:
+                    yield DataExtent(item.objectid, item.offset, length, inline=False)
+
+
+def file_data_bytes(fd: int, *, since: int = 0, stop: Callable[[], bool] = lambda: False) -> int:
+    """The bytes of data_extents(fd, since, stop): about what `btrfs send` streams (with `-p` of
+    a snapshot taken in transaction `since`); it streams less where it can clone shared extents.
+    A stop gives what was counted so far."""
+    return sum(e.length for e in data_extents(fd, since=since, stop=stop))
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from ..pipefeed import PipeFeeder
 from ..v1 import replication_pb2 as rpb
 from .link import Link
 from .progress import Meter, VolumeEstimate
+from .readahead import ReadAhead
 from .wire import SPARSE_MAX, data_message_from, encode_data, squeeze
 
 log = logging.getLogger(__name__)
@@ -260,14 +261,20 @@ class SendProcess:
     err: IO[bytes]
     parent_identity: bytes = b""  # looked up while the send starts: the parent check needs it
     stream_version: int = 1
+    read_ahead: ReadAhead | None = None  # asking for the data the stream will carry (see readahead)
 
     def stop(self) -> None:
         """Kill it (if still running) and release what it holds."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self.stop_reading_ahead()
         self.out.close()
         self.err.close()
+
+    def stop_reading_ahead(self) -> None:
+        if self.read_ahead is not None:
+            self.read_ahead.stop()
 
 
 def start_send(
@@ -276,7 +283,8 @@ def start_send(
     """Start `btrfs send` (its output waits in its socket until read). The sender starts the first
     volume's send while it is still agreeing on the parent with the target, on the parent it
     expects; `btrfs send -p` spends its first moments walking both trees, which then overlaps
-    the round trip instead of following it."""
+    the round trip instead of following it. The data the stream will carry is read ahead of it
+    (readahead.ReadAhead), from the moment it starts."""
     args = ["send", "-q"]
     if stream_version > 1:
         args += ["--proto", str(stream_version)]
@@ -297,8 +305,20 @@ def start_send(
         err.close()
         raise
     sending = SendProcess(set_id, volume, parent_set_id, proc, out, err, stream_version=stream_version)
-    if parent_set_id:
-        sending.parent_identity = identity_of(backend, parent_set_id, volume)
+    try:
+        since: int | None = 0
+        if parent_set_id:
+            try:
+                parent = subvol_info(backend.snapshot_path(parent_set_id, volume))
+            except OSError:  # `btrfs send` will say what is wrong with it
+                since = None
+            else:
+                sending.parent_identity, since = parent.identity, parent.generation
+        if since is not None:
+            sending.read_ahead = ReadAhead(backend.snapshot_path(set_id, volume), since).start()
+    except BaseException:
+        sending.stop()
+        raise
     return sending
 
 
@@ -356,7 +376,12 @@ def send_volume(
     with err:
         try:
             stream_bytes = forward_stream(
-                sending.out, link, meter, compression=compression, estimate=estimate
+                sending.out,
+                link,
+                meter,
+                compression=compression,
+                estimate=estimate,
+                read_ahead=sending.read_ahead,
             )
             rc = proc.wait()
         except BaseException:
@@ -364,6 +389,7 @@ def send_volume(
             proc.wait()
             raise
         finally:
+            sending.stop_reading_ahead()
             sending.out.close()
         if rc != 0:
             raise _error(backend.pool, f"btrfs send of {set_id}/{volume}", _stderr_text(err))
@@ -384,6 +410,7 @@ def forward_stream(
     *,
     compression: bool,
     estimate: StreamEstimate | None = None,
+    read_ahead: ReadAhead | None = None,
 ) -> int:
     """Send what `btrfs send` writes to `out` until it closes, as data messages; returns the
     stream's bytes.
@@ -400,7 +427,8 @@ def forward_stream(
     Compressed, each message is a zstd frame of its own (with its content size): one-shot
     compression and decompression take about half the CPU of one zstd stream flushed block by
     block, whose decoder grows its output as it goes. `estimate` hears what went out, for the
-    ETA (see StreamEstimate)."""
+    ETA (see StreamEstimate); `read_ahead` how far `btrfs send` has come (what it sent and what
+    waits in the socket)."""
     estimate = estimate or StreamEstimate()
     cctx = zstandard.ZstdCompressor(level=1) if compression else None
     stream_bytes = 0
@@ -431,6 +459,8 @@ def forward_stream(
                 arrives.poll()  # until there is something, or the end
                 first = time.monotonic()
             queued = _queued(out)
+            if read_ahead is not None:
+                read_ahead.advance(stream_bytes + queued)
             if queued < MESSAGE_SIZE and time.monotonic() < first + wait_for_more:
                 ended = bool(ends.poll(READ_TICK * 1000))
                 more = _queued(out)

@@ -1,0 +1,175 @@
+"""Reading ahead of `btrfs send` (replication.readahead), on a real btrfs (root only): what it asks
+the disk for is in the page cache afterwards, and nothing else is."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import mmap
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.backends.btrfs import BtrfsBackend
+from reconciler.replication import btrfs as btrfs_repl
+from reconciler.replication.btrfs import subvol_info
+from reconciler.replication.readahead import ReadAhead
+from tests.helpers import wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.btrfs]
+
+KiB, MiB = 1 << 10, 1 << 20
+
+
+def _run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _cached(path: Path, offset: int, length: int) -> bool:
+    """Whether all of [offset, offset+length) of `path` is in the page cache (mincore of a mapping
+    that is never touched: looking does not read anything in, as a read would)."""
+    page = mmap.PAGESIZE
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = _libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, offset)
+        if addr == _MAP_FAILED:
+            raise OSError(ctypes.get_errno(), "mmap")
+        try:
+            vec = ctypes.create_string_buffer((length + page - 1) // page)
+            if _libc.mincore(addr, length, vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore")
+            return all(b & 1 for b in vec.raw)
+        finally:
+            _libc.munmap(addr, length)
+    finally:
+        os.close(fd)
+
+
+def _evict(snapshot: Path) -> None:
+    """Drop the snapshot's file data from the page cache (it is clean: read-only and synced)."""
+    _run("sync")
+    for path in snapshot.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+@pytest.fixture
+def snapshots(btrfs_dir: Path) -> tuple[Path, Path]:
+    """s1: a 16 MiB file; s2: the same after 512 KiB at 2 MiB and at 10 MiB were rewritten in
+    place and a 256 KiB file was added."""
+    rng = random.Random(7)
+    vol = btrfs_dir / "vol"
+    _run("btrfs", "subvolume", "create", str(vol))
+    (vol / "big.bin").write_bytes(rng.randbytes(16 * MiB))
+    _run("btrfs", "subvolume", "snapshot", "-r", str(vol), str(btrfs_dir / "s1"))
+    with open(vol / "big.bin", "r+b") as fh:
+        for at in (2 * MiB, 10 * MiB):
+            fh.seek(at)
+            fh.write(rng.randbytes(512 * KiB))
+    (vol / "new.bin").write_bytes(rng.randbytes(256 * KiB))
+    _run("btrfs", "subvolume", "snapshot", "-r", str(vol), str(btrfs_dir / "s2"))
+    return btrfs_dir / "s1", btrfs_dir / "s2"
+
+
+def test_it_reads_what_changed_since_the_parent_and_nothing_else(snapshots: tuple[Path, Path]) -> None:
+    s1, s2 = snapshots
+    _evict(s2)
+    assert not _cached(s2 / "big.bin", 2 * MiB, 512 * KiB)
+    ahead = ReadAhead(s2, subvol_info(s1).generation).start()
+    try:
+        wait_for(lambda: ahead.asked == 1 * MiB + 256 * KiB, what="the changed data asked for")
+    finally:
+        ahead.stop()
+    for path, offset, length in (
+        (s2 / "big.bin", 2 * MiB, 512 * KiB),
+        (s2 / "big.bin", 10 * MiB, 512 * KiB),
+        (s2 / "new.bin", 0, 256 * KiB),
+    ):
+        wait_for(functools.partial(_cached, path, offset, length), what=f"{path.name} at {offset} read")
+    # the data that did not change is left to `btrfs send` (which does not send it); looked at
+    # away from what was read, which the page cache may round out to a large folio
+    assert not _cached(s2 / "big.bin", 6 * MiB, 512 * KiB)
+    assert not _cached(s2 / "big.bin", 14 * MiB, 512 * KiB)
+
+
+def test_it_stays_within_its_window_of_the_stream_and_stops_while_waiting(
+    snapshots: tuple[Path, Path],
+) -> None:
+    _s1, s2 = snapshots
+    _evict(s2)
+    ahead = ReadAhead(s2, 0, window=1 * MiB).start()
+    try:
+        wait_for(lambda: ahead.asked == 1 * MiB, what="the first window asked for")
+        time.sleep(0.2)
+        assert ahead.asked == 1 * MiB  # waits for the stream
+        assert not _cached(s2 / "big.bin", 8 * MiB, 4 * KiB)
+        ahead.advance(3 * MiB)
+        # up to 4 MiB may be asked for: the rest of the first extent, the 512 KiB one at 2 MiB and
+        # a 1 MiB piece of the next; its second piece would go past
+        wait_for(lambda: ahead.asked == 3 * MiB + 512 * KiB, what="the window moved on")
+        time.sleep(0.2)
+        assert ahead.asked == 3 * MiB + 512 * KiB
+        wait_for(lambda: _cached(s2 / "big.bin", 0, 3 * MiB + 512 * KiB), what="what was asked for read")
+        assert not _cached(s2 / "big.bin", 8 * MiB, 4 * KiB)
+    finally:
+        t0 = time.monotonic()
+        ahead.stop()  # while it waits for room
+        assert time.monotonic() - t0 < 1.0
+    assert ahead.asked == 3 * MiB + 512 * KiB
+
+
+def test_a_send_reads_ahead_of_its_stream_from_the_parent_generation_on(btrfs_dir: Path) -> None:
+    """start_send starts the read-ahead with the send, for what changed since the parent; a
+    stopped send stops it."""
+    rng = random.Random(9)
+    _run("btrfs", "subvolume", "create", str(btrfs_dir / "vm1"))
+    (btrfs_dir / "vm1" / "disk.img").write_bytes(rng.randbytes(2 * MiB))
+    backend = BtrfsBackend(pool="main", root=btrfs_dir)
+    try:
+        backend.snapshot(set_id="r-1", volume="vm1")
+        with open(btrfs_dir / "vm1" / "disk.img", "r+b") as fh:
+            fh.write(rng.randbytes(256 * KiB))
+        backend.snapshot(set_id="r-2", volume="vm1")
+        sending = btrfs_repl.start_send(backend, set_id="r-2", volume="vm1", parent_set_id="r-1")
+        try:
+            assert sending.read_ahead is not None
+            wait_for(
+                lambda: sending.read_ahead is not None and sending.read_ahead.asked == 256 * KiB,
+                what="the change asked for",
+            )
+        finally:
+            sending.stop()
+        full = btrfs_repl.start_send(backend, set_id="r-1", volume="vm1", parent_set_id="")
+        try:
+            assert full.read_ahead is not None
+            wait_for(
+                lambda: full.read_ahead is not None and full.read_ahead.asked == 2 * MiB,
+                what="all of it asked for",
+            )
+        finally:
+            full.stop()
+    finally:
+        backend.close()
