@@ -173,3 +173,25 @@ def test_a_send_reads_ahead_of_its_stream_from_the_parent_generation_on(btrfs_di
             full.stop()
     finally:
         backend.close()
+
+
+def _asked(ahead: ReadAhead, n: int) -> bool:
+    return ahead.asked == n
+
+
+def test_compressed_extents_sent_as_they_are_are_not_read_ahead(btrfs_dir: Path) -> None:
+    """`btrfs send --compressed-data` reads compressed extents from the disk as they are, past
+    the page cache: reading them ahead would decompress them into the cache for nothing."""
+    vol = btrfs_dir / "vol"
+    _run("btrfs", "subvolume", "create", str(vol))
+    _run("btrfs", "property", "set", str(vol), "compression", "zstd")
+    (vol / "zeros-and-text.txt").write_bytes(b"compressible line\n" * (4 * MiB // 18))
+    (vol / "random.bin").write_bytes(random.Random(3).randbytes(1 * MiB))  # stored as it is
+    _run("btrfs", "subvolume", "snapshot", "-r", str(vol), str(btrfs_dir / "s1"))
+    text = (4 * MiB // 18) * 18
+    for compressed_data, expected in ((True, 1 * MiB), (False, 1 * MiB + text)):
+        ahead = ReadAhead(btrfs_dir / "s1", 0, compressed_data=compressed_data).start()
+        try:
+            wait_for(functools.partial(_asked, ahead, expected), what=f"{expected} bytes asked for")
+        finally:
+            ahead.stop()

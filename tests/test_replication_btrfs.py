@@ -499,3 +499,64 @@ def test_a_transfer_reports_its_total_and_eta_while_it_runs_and_its_cost_at_the_
     assert any(p.eta_seconds > 0.1 for p in sending), sending
     # at the end: what the data messages cost (the wire also carries begin, end and commit)
     assert 0.97 * final.wire_bytes <= final.total_bytes <= final.wire_bytes, final
+
+
+def _compressed_extents(subvolume: Path) -> int:
+    """How many of the subvolume's file extents are compressed on the disk."""
+    fd = os.open(subvolume, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return sum(1 for e in ioc.data_extents(fd) if e.encoded)
+    finally:
+        os.close(fd)
+
+
+def test_compressed_extents_travel_as_they_are_and_arrive_compressed(
+    btrfs_dir: Path, pki: LabPKI, tmp_path: Path
+) -> None:
+    """On a pool with compression, stream v2 carries the compressed extents as they are on the disk
+    (`btrfs send --compressed-data`): the wire carries about what the disk holds, not the file
+    sizes, the target stores them compressed, and the estimate of the stream counts them so."""
+    if btrfs_repl.send_stream_version() < 2:
+        pytest.skip("this kernel or btrfs-progs sends stream v1 only: no encoded writes")
+    src = Site("src", tmp_path / "src", btrfs_dir / "src", pki, backend="btrfs")
+    dst = Site("dst", tmp_path / "dst", btrfs_dir / "dst", pki, backend="btrfs")
+    vol = src.pool / "nas1"
+    _subvolume(vol)
+    subprocess.run(
+        ["btrfs", "property", "set", str(vol), "compression", "zstd"], check=True, capture_output=True
+    )
+    rng = random.Random(11)
+    words = [rng.randbytes(rng.randint(3, 9)).hex().encode() for _ in range(500)]
+    text = b"\n".join(b" ".join(rng.choices(words, k=12)) for _ in range(150_000))  # 16 MiB or so
+    (vol / "logs.txt").write_bytes(text)
+    (vol / "random.bin").write_bytes(rng.randbytes(1 << 20))  # stored uncompressed: no gain
+    os.sync()
+    dst.pool.mkdir(parents=True)
+    src.start()
+    dst.start()
+    try:
+        src.snapshot("c-1", ["nas1"])
+        snap = _snapshot_dir(src, "c-1", "nas1")
+        assert _compressed_extents(snap) > 0
+        logical = len(text) + (1 << 20)
+        out = src.replicate("c-1", dst, compression=False)
+        assert out.totals.wire_bytes < 0.6 * logical, (out.totals, logical)
+        assert dst.content("c-1", "nas1", tmp_path) == read_tree(vol)
+        assert _compressed_extents(_snapshot_dir(dst, "c-1", "nas1")) > 0
+        # the estimate counts what the stream carries
+        fd = os.open(snap, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            expected = ioc.file_data_bytes(fd, compressed_data=True)
+        finally:
+            os.close(fd)
+        stream = subprocess.run(
+            ["btrfs", "send", "-q", "--proto", "2", "--compressed-data", str(snap)],
+            check=True,
+            capture_output=True,
+        ).stdout
+        assert expected < 0.6 * logical
+        assert expected <= len(stream) <= expected + (64 << 10)
+        assert dst.verify() == []
+    finally:
+        src.stop()
+        dst.stop()

@@ -289,6 +289,13 @@ class DataExtent:
     offset: int
     length: int
     inline: bool  # kept in the metadata (a small file), not an extent on the disk of its own
+    encoded: int = 0  # compressed on the disk: its compressed bytes (0: not compressed)
+
+    @property
+    def send_bytes(self) -> int:
+        """What `btrfs send --compressed-data` streams of it: the compressed bytes as they are,
+        unless they are more than the part of the extent the file uses (then it decompresses)."""
+        return self.encoded if 0 < self.encoded <= self.length else self.length
 
 
 def data_extents(
@@ -315,13 +322,14 @@ def data_extents(
             continue
         if item.type != EXTENT_DATA_KEY or len(item.data) < _FILE_EXTENT.size:
             continue
-        generation, ram_bytes, _comp, _enc, _other, kind = _FILE_EXTENT.unpack_from(item.data)
+        generation, ram_bytes, compression, _enc, _other, kind = _FILE_EXTENT.unpack_from(item.data)
         if generation <= since:
             continue
         if kind == FILE_EXTENT_INLINE:
-            yield DataExtent(item.objectid, item.offset, ram_bytes, inline=True)
+            encoded = len(item.data) - _FILE_EXTENT.size if compression else 0
+            yield DataExtent(item.objectid, item.offset, ram_bytes, inline=True, encoded=encoded)
         elif kind == FILE_EXTENT_REG and len(item.data) >= _FILE_EXTENT.size + _FILE_EXTENT_REG.size:
-            disk_bytenr, _disk_bytes, _offset, num_bytes = _FILE_EXTENT_REG.unpack_from(
+            disk_bytenr, disk_bytes, _offset, num_bytes = _FILE_EXTENT_REG.unpack_from(
                 item.data, _FILE_EXTENT.size
             )
             if disk_bytenr:  # 0: a hole
@@ -329,14 +337,20 @@ def data_extents(
                 end = size if item.objectid == inode else _U64_MAX
                 length = min(num_bytes, end - item.offset)
                 if length > 0:
-                    yield DataExtent(item.objectid, item.offset, length, inline=False)
+                    encoded = disk_bytes if compression else 0
+                    yield DataExtent(item.objectid, item.offset, length, inline=False, encoded=encoded)
 
 
-def file_data_bytes(fd: int, *, since: int = 0, stop: Callable[[], bool] = lambda: False) -> int:
+def file_data_bytes(
+    fd: int, *, since: int = 0, stop: Callable[[], bool] = lambda: False, compressed_data: bool = False
+) -> int:
     """The bytes of data_extents(fd, since, stop): about what `btrfs send` streams (with `-p` of
-    a snapshot taken in transaction `since`); it streams less where it can clone shared extents.
-    A stop gives what was counted so far."""
-    return sum(e.length for e in data_extents(fd, since=since, stop=stop))
+    a snapshot taken in transaction `since`; with `--compressed-data` when `compressed_data`); it
+    streams less where it can clone shared extents. A stop gives what was counted so far."""
+    extents = data_extents(fd, since=since, stop=stop)
+    if compressed_data:
+        return sum(e.send_bytes for e in extents)
+    return sum(e.length for e in extents)
 
 
 @dataclass(frozen=True, slots=True)

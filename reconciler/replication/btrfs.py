@@ -178,6 +178,15 @@ def send_stream_version() -> int:
     return max(1, min(kernel, receive_stream_version()))
 
 
+def compressed_data(stream_version: int) -> bool:
+    """Whether a stream of this version carries compressed extents as they are on the disk
+    (`btrfs send --compressed-data`, stream v2's encoded writes) rather than decompressed: on a
+    pool with compression, the stream (and the wire) is then as small as the data on the disk,
+    neither side spends CPU decompressing it, and the target stores the extents compressed as
+    they came. A target whose kernel cannot write them so has `btrfs receive` decompress them."""
+    return stream_version >= 2
+
+
 def _boost(pid: int) -> None:
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, pid, -5)
@@ -288,6 +297,8 @@ def start_send(
     args = ["send", "-q"]
     if stream_version > 1:
         args += ["--proto", str(stream_version)]
+    if compressed_data(stream_version):
+        args.append("--compressed-data")
     if parent_set_id:
         args += ["-p", str(backend.snapshot_path(parent_set_id, volume))]
     args.append(str(backend.snapshot_path(set_id, volume)))
@@ -315,7 +326,9 @@ def start_send(
             else:
                 sending.parent_identity, since = parent.identity, parent.generation
         if since is not None:
-            sending.read_ahead = ReadAhead(backend.snapshot_path(set_id, volume), since).start()
+            sending.read_ahead = ReadAhead(
+                backend.snapshot_path(set_id, volume), since, compressed_data=compressed_data(stream_version)
+            ).start()
     except BaseException:
         sending.stop()
         raise
@@ -510,7 +523,13 @@ class StreamEstimate(VolumeEstimate):
 
 
 def stream_content(
-    backend: BtrfsBackend, set_id: str, volume: str, parent_set_id: str, given_up: Callable[[], bool]
+    backend: BtrfsBackend,
+    set_id: str,
+    volume: str,
+    parent_set_id: str,
+    given_up: Callable[[], bool],
+    *,
+    stream_version: int = 1,
 ) -> int:
     """What the stream of (set_id, volume) against parent_set_id will bring (a CostFn for
     progress.estimate_each): the file data written after the parent (all of it for a full
@@ -520,7 +539,9 @@ def stream_content(
     since = subvol_info(backend.snapshot_path(parent_set_id, volume)).generation if parent_set_id else 0
     fd = os.open(backend.snapshot_path(set_id, volume), _DIR_FLAGS)
     try:
-        return ioc.file_data_bytes(fd, since=since, stop=given_up)
+        return ioc.file_data_bytes(
+            fd, since=since, stop=given_up, compressed_data=compressed_data(stream_version)
+        )
     finally:
         os.close(fd)
 

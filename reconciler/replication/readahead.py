@@ -35,12 +35,18 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 class ReadAhead:
     """Asks for the file data of read-only snapshot `snapshot` written after transaction `since`
-    (0: all of it), on a thread, staying within `window` bytes of the stream's position."""
+    (0: all of it), on a thread, staying within `window` bytes of the stream's position.
+    `compressed_data`: the stream carries compressed extents as they are (`btrfs send
+    --compressed-data`), read from the disk past the page cache, so those are left out (reading
+    them ahead would only decompress them into the cache for nothing)."""
 
-    def __init__(self, snapshot: Path, since: int, *, window: int = WINDOW) -> None:
+    def __init__(
+        self, snapshot: Path, since: int, *, window: int = WINDOW, compressed_data: bool = False
+    ) -> None:
         self._snapshot = snapshot
         self._since = since
         self._window = window
+        self._compressed_data = compressed_data
         self._cond = threading.Condition()
         self._position = 0  # how far the stream has come (advance)
         self._asked = 0  # file data asked for so far
@@ -90,6 +96,8 @@ class ReadAhead:
             for extent in ioc.data_extents(root, since=self._since, stop=lambda: self._stopped):
                 if extent.inline:  # in the metadata, which `btrfs send` has read already
                     continue
+                if self._compressed_data and extent.send_bytes != extent.length:
+                    continue  # sent as it is on the disk
                 if extent.inode != inode:
                     if fd >= 0:
                         os.close(fd)

@@ -541,7 +541,7 @@ class Sender:
             meter.update(volumes_done=done)
             acks = 0  # btrfs volume_done answers still to read (see btrfs_repl.send_volume)
             parents = [self._parent(pool, snap, holdings.get(snap.volume, []), early) for snap in todo]
-            estimates = self._estimate(pool, todo, parents, meter, estimating)
+            estimates = self._estimate(pool, todo, parents, meter, estimating, version)
             for snap, parent, estimate in zip(todo, parents, estimates, strict=True):
                 started, early = early, None  # send_volume uses it or stops it
                 reports.append(
@@ -582,14 +582,18 @@ class Sender:
         parents: list[str],
         meter: Meter,
         stop: threading.Event,
+        stream_version: int,
     ) -> Sequence[VolumeEstimate | None]:
         """What each volume will cost, guessed on a thread while they are sent, so that the
-        transfer's total and ETA cover them all from the start (see progress.estimate_each)."""
+        transfer's total and ETA cover them all from the start (see progress.estimate_each).
+        `stream_version`: the btrfs streams' (see btrfs_repl.compressed_data)."""
         backend = pool.backend
         estimates: list[VolumeEstimate]
         if isinstance(backend, BtrfsBackend):
             estimates = [btrfs_repl.StreamEstimate() for _ in todo]
-            cost: CostFn = functools.partial(btrfs_repl.stream_content, backend)
+            cost: CostFn = functools.partial(
+                btrfs_repl.stream_content, backend, stream_version=stream_version
+            )
         elif isinstance(backend, ChunkstoreBackend):
             estimates = [VolumeEstimate() for _ in todo]
             cost = functools.partial(cs_repl.chunks_cost, backend)
