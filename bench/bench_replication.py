@@ -331,7 +331,7 @@ def bench_btrfs(work: Path, args: argparse.Namespace, pki_dir: Path, report: Rep
                 f"pipe {statistics.median(busy['pipe']):.0%} of {os.cpu_count()}"
             )
             report.check(
-                p / o >= TARGET_VS_PIPE, f"btrfs {label} replication throughput {p / o:.2f}x the pipe's"
+                p / o >= TARGET_VS_PIPE, f"btrfs {label} replication throughput {p / o:.3f}x the pipe's"
             )
             return last
 
