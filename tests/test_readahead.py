@@ -141,9 +141,13 @@ def test_it_stays_within_its_window_of_the_stream_and_stops_while_waiting(
     assert ahead.asked == 3 * MiB + 512 * KiB
 
 
+def _asked(ahead: ReadAhead, n: int) -> bool:
+    return ahead.asked == n
+
+
 def test_a_send_reads_ahead_of_its_stream_from_the_parent_generation_on(btrfs_dir: Path) -> None:
-    """start_send starts the read-ahead with the send, for what changed since the parent; a
-    stopped send stops it."""
+    """start_send starts the read-ahead with the send: of what changed since the parent for an
+    incremental stream, of everything for a full one."""
     rng = random.Random(9)
     _run("btrfs", "subvolume", "create", str(btrfs_dir / "vm1"))
     (btrfs_dir / "vm1" / "disk.img").write_bytes(rng.randbytes(2 * MiB))
@@ -153,30 +157,18 @@ def test_a_send_reads_ahead_of_its_stream_from_the_parent_generation_on(btrfs_di
         with open(btrfs_dir / "vm1" / "disk.img", "r+b") as fh:
             fh.write(rng.randbytes(256 * KiB))
         backend.snapshot(set_id="r-2", volume="vm1")
-        sending = btrfs_repl.start_send(backend, set_id="r-2", volume="vm1", parent_set_id="r-1")
-        try:
-            assert sending.read_ahead is not None
-            wait_for(
-                lambda: sending.read_ahead is not None and sending.read_ahead.asked == 256 * KiB,
-                what="the change asked for",
-            )
-        finally:
-            sending.stop()
-        full = btrfs_repl.start_send(backend, set_id="r-1", volume="vm1", parent_set_id="")
-        try:
-            assert full.read_ahead is not None
-            wait_for(
-                lambda: full.read_ahead is not None and full.read_ahead.asked == 2 * MiB,
-                what="all of it asked for",
-            )
-        finally:
-            full.stop()
+        for set_id, parent, expected in (("r-2", "r-1", 256 * KiB), ("r-1", "", 2 * MiB)):
+            sending = btrfs_repl.start_send(backend, set_id=set_id, volume="vm1", parent_set_id=parent)
+            try:
+                assert sending.read_ahead is not None
+                wait_for(
+                    functools.partial(_asked, sending.read_ahead, expected),
+                    what=f"{expected} bytes asked for",
+                )
+            finally:
+                sending.stop()
     finally:
         backend.close()
-
-
-def _asked(ahead: ReadAhead, n: int) -> bool:
-    return ahead.asked == n
 
 
 def test_compressed_extents_sent_as_they_are_are_not_read_ahead(btrfs_dir: Path) -> None:
