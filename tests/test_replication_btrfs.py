@@ -556,6 +556,15 @@ def test_compressed_extents_travel_as_they_are_and_arrive_compressed(
         ).stdout
         assert expected < 0.6 * logical
         assert expected <= len(stream) <= expected + (64 << 10)
+        # and incrementally: what changed travels compressed too
+        with open(vol / "logs.txt", "ab") as fh:
+            fh.write(text[: 4 << 20])
+        os.sync()
+        src.snapshot("c-2", ["nas1"])
+        out = src.replicate("c-2", dst, compression=False)
+        assert [v.parent_set_id for v in out.volumes] == ["c-1"]
+        assert out.totals.wire_bytes < 0.6 * (4 << 20), out.totals
+        assert dst.content("c-2", "nas1", tmp_path) == read_tree(vol)
         assert dst.verify() == []
     finally:
         src.stop()
