@@ -292,10 +292,16 @@ class DataExtent:
     encoded: int = 0  # compressed on the disk: its compressed bytes (0: not compressed)
 
     @property
+    def sent_encoded(self) -> bool:
+        """Whether `btrfs send --compressed-data` streams it as it is on the disk, compressed:
+        unless its compressed bytes are more than the part of the extent the file uses (then it
+        decompresses that part)."""
+        return 0 < self.encoded <= self.length
+
+    @property
     def send_bytes(self) -> int:
-        """What `btrfs send --compressed-data` streams of it: the compressed bytes as they are,
-        unless they are more than the part of the extent the file uses (then it decompresses)."""
-        return self.encoded if 0 < self.encoded <= self.length else self.length
+        """What `btrfs send --compressed-data` streams of it."""
+        return self.encoded if self.sent_encoded else self.length
 
 
 def data_extents(

@@ -96,8 +96,8 @@ class ReadAhead:
             for extent in ioc.data_extents(root, since=self._since, stop=lambda: self._stopped):
                 if extent.inline:  # in the metadata, which `btrfs send` has read already
                     continue
-                if self._compressed_data and extent.send_bytes != extent.length:
-                    continue  # sent as it is on the disk
+                if self._compressed_data and extent.sent_encoded:
+                    continue  # read from the disk as it is, past the page cache
                 if extent.inode != inode:
                     if fd >= 0:
                         os.close(fd)
