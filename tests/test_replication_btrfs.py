@@ -527,7 +527,7 @@ def test_compressed_extents_travel_as_they_are_and_arrive_compressed(
     )
     rng = random.Random(11)
     words = [rng.randbytes(rng.randint(3, 9)).hex().encode() for _ in range(500)]
-    text = b"\n".join(b" ".join(rng.choices(words, k=12)) for _ in range(150_000))  # 16 MiB or so
+    text = b"\n".join(b" ".join(rng.choices(words, k=12)) for _ in range(150_000))  # about 23 MiB
     (vol / "logs.txt").write_bytes(text)
     (vol / "random.bin").write_bytes(rng.randbytes(1 << 20))  # stored uncompressed: no gain
     os.sync()
