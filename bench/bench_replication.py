@@ -20,7 +20,10 @@ Target: at least 0.9x the pipe's throughput, full and incremental. Transfers on 
 no bandwidth limit, so the agents run with compression off (the pipe does not compress either).
 The pipe uses the send stream version the agents agree on (`--proto 2` where kernel and
 btrfs-progs have it, as here; v2 alone makes the pipe's incremental ~18% faster than the default
-v1), so that the ratio measures what the agents add, not the stream format.
+v1), so that the ratio measures what the agents add, not the stream format. The agents also read
+the stream's extents ahead of their `btrfs send` (replication/readahead.py) and the pipe, plain
+`btrfs send`, reads them one at a time: that is part of what is measured (it is why the 1%
+incremental, 15 scattered extents, comes out faster than the pipe).
 
 Fairness: every timed run starts with `sync` and dropped page caches (root) so both sides read from
 disk, after the btrfs cleaner has finished freeing the copy the previous run left (`btrfs subvolume
