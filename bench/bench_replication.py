@@ -58,7 +58,7 @@ if __package__ in (None, ""):  # run as a script from a checkout
 from bench.datasets import DEFAULT_SIZE_MB, apply_change, generate
 from reconciler.agent.api import SnapshotKey
 from reconciler.replication.api import ReplicateOutcome
-from reconciler.replication.btrfs import send_stream_version
+from reconciler.replication.btrfs import compressed_data, send_stream_version
 from reconciler.tlslab import create_lab_pki
 from tests.replication_lab import Site
 
@@ -267,10 +267,13 @@ def bench_btrfs(work: Path, args: argparse.Namespace, pki_dir: Path, report: Rep
         version = send_stream_version()  # what the agents agree on, both being on this machine
         print(f"btrfs send stream version {version} (the agents' and the pipe's)")
 
+        # the agents' flags: compressed extents as they are in v2 (none here: the pool is not compressed)
+        flags = f"--proto {version}" + (" --compressed-data" if compressed_data(version) else "")
+
         def pipe(parent: str, set_id: str, into: Path) -> None:
             p = f"-p {snaps / parent / 'data' / '@'} " if parent else ""
             subprocess.run(
-                f"btrfs send -q --proto {version} {p}{snaps / set_id / 'data' / '@'} | btrfs receive -q {into}",
+                f"btrfs send -q {flags} {p}{snaps / set_id / 'data' / '@'} | btrfs receive -q {into}",
                 shell=True,
                 check=True,
             )
