@@ -9,6 +9,7 @@ import mmap
 import os
 import random
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -191,3 +192,19 @@ def test_compressed_extents_sent_as_they_are_are_not_read_ahead(btrfs_dir: Path)
             wait_for(functools.partial(_asked, ahead, expected), what=f"{expected} bytes asked for")
         finally:
             ahead.stop()
+
+
+def test_a_snapshot_it_cannot_read_leaves_the_send_to_read_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hint only: a snapshot that is gone (or no btrfs, or no privilege for the tree search)
+    ends the read-ahead quietly, and stop() still returns."""
+    escaped: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_value))
+    gone = ReadAhead(tmp_path / "gone", 0).start()
+    plain_dir = ReadAhead(tmp_path, 0).start()  # not a btrfs subvolume: the tree search fails
+    for ahead in (gone, plain_dir):
+        ahead.advance(1 << 30)
+        ahead.stop()
+        assert ahead.asked == 0
+    assert escaped == []
