@@ -369,21 +369,15 @@ def chunks_cost(
     not (the target holds the parent's), so that the total and ETA cover every volume from the
     start, not only those whose need list has come. (One manifest or two: no point giving up.)"""
     store = _Store(backend)
+
+    def table(of_set: str) -> set[bytes]:
+        data = store.manifest_bytes(of_set, volume)
+        return set(decode_manifest(data, pool=store.pool, set_id=of_set, volume=volume).table)
+
     with store.shared():
-        m = decode_manifest(
-            store.manifest_bytes(set_id, volume), pool=store.pool, set_id=set_id, volume=volume
-        )
-        held: set[bytes] = set()
-        if parent_set_id:
-            parent = decode_manifest(
-                store.manifest_bytes(parent_set_id, volume),
-                pool=store.pool,
-                set_id=parent_set_id,
-                volume=volume,
-            )
-            held = set(parent.table)
+        held = table(parent_set_id) if parent_set_id else set()
         total = 0
-        for d in set(m.table) - held:
+        for d in table(set_id) - held:
             loc = store.loc(d)
             total += loc.stored_len if loc is not None else 0
     return total
