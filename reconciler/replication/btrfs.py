@@ -497,9 +497,8 @@ class StreamEstimate(VolumeEstimate):
     """What one volume's `btrfs send` stream is expected to bring, for the transfer's total and
     ETA: the stream's size is not known before it ends, but its file data is (file_data_bytes)
     and that is nearly all of it. The estimate comes from stream_content, on estimate_each's
-    thread; while the
-    stream runs, forward_stream turns what remains of it into wire bytes at the ratio seen so far
-    (compression, zero runs). At the end the volume counts what it really sent."""
+    thread; while the stream runs, forward_stream turns what remains of it into wire bytes at the
+    ratio seen so far (compression, zero runs). At the end the volume counts what it really sent."""
 
     def __init__(self) -> None:
         super().__init__()
